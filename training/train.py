@@ -1,0 +1,519 @@
+"""Trains the two-tower model, evaluates it beside baselines, reports.
+
+    python -m training.train --interactions logs.csv --items items.csv \
+        --user-col user_id --item-col item_id --time-col timestamp \
+        --item-text-col title --item-category-col genres \
+        --output runs/first
+
+Writes into the run directory: the resolved ``config.toml``, the encoder,
+a checkpoint per epoch (``--resume`` continues from the latest), the best
+weights by validation recall, ``metrics.jsonl``, TensorBoard logs,
+``results.json`` and ``report.md`` with plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import pathlib
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from data import cli as data_cli
+from data.pipeline import Sequences, build_sequences, make_dataset
+from data.schema import DataError, LoadedData
+from data.split import Split, split_interactions
+from data.vocab import Encoder
+from training import config as config_lib
+
+log = logging.getLogger("training.train")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (NaN loss, unusable run directory)."""
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything the loop and the evaluation need, in code space."""
+
+    split: Split
+    encoder: Encoder
+    sequences: Sequences
+    examples: object
+    full_sequences: Sequences
+    item_probability: np.ndarray
+
+
+def prepare(data: LoadedData, config: config_lib.Config) -> Prepared:
+    """Splits the log, builds vocabularies and per-user sequences."""
+    from training.model import sampling_probabilities
+
+    cfg = config.data
+    split = split_interactions(
+        data.interactions,
+        cfg.split,
+        seed=config.train.seed,
+        test_fraction=cfg.test_fraction,
+        validation_fraction=cfg.validation_fraction,
+        min_interactions=cfg.min_interactions,
+        cutoff=cfg.time_cutoff or None,
+    )
+    if split.train.num_rows == 0:
+        raise DataError("the training split is empty; the log is too small")
+    encoder = Encoder(split.train, data.items, data.users)
+    sequences, examples = build_sequences(split.train, encoder)
+
+    # the "training part" of the protocol: histories for the test queries
+    training_part = pa.concat_tables([split.train, split.validation])
+    full_sequences, _ = build_sequences(training_part, encoder)
+    probability = sampling_probabilities(examples.item, encoder.num_items)
+    log.info(
+        "split %s: %s; %d users, %d items (%d seen in training)",
+        split.method,
+        split.sizes(),
+        encoder.num_users,
+        encoder.num_items,
+        encoder.num_trained_items,
+    )
+    return Prepared(
+        split, encoder, sequences, examples, full_sequences, probability
+    )
+
+
+def model_scores(model, encoder, sequences, history_length: int):
+    """A score function over the trained items for `training.metrics`."""
+    codes = np.arange(1, encoder.num_trained_items + 1)
+    candidates = model.candidate_embeddings(codes)
+
+    def score_fn(user_codes: np.ndarray) -> np.ndarray:
+        histories = sequences.padded(user_codes, history_length)
+        queries = model.query_embeddings(user_codes, histories)
+        return queries @ candidates.T
+
+    return score_fn
+
+
+def evaluate_model(model, prep: Prepared, config, *, final: bool):
+    """Evaluates on validation (during training) or test (at the end)."""
+    from training import metrics
+
+    split = prep.split
+    if final and split.test.num_rows:
+        seen_table = pa.concat_tables([split.train, split.validation])
+        heldout_table = split.test
+        sequences = prep.full_sequences
+    else:
+        seen_table, heldout_table = split.train, split.validation
+        sequences = prep.sequences
+    seen = metrics.interactions_matrix(seen_table, prep.encoder)
+    heldout = metrics.interactions_matrix(heldout_table, prep.encoder)
+    score_fn = model_scores(
+        model, prep.encoder, sequences, config.model.history_length
+    )
+    result = metrics.evaluate(
+        score_fn,
+        seen.matrix,
+        heldout.matrix,
+        batch_size=config.train.eval_batch_size,
+        heldout_counts=heldout.counts,
+    )
+    return result, seen, heldout
+
+
+class RunDir:
+    """Paths inside a run directory."""
+
+    def __init__(self, root: str | pathlib.Path):
+        self.root = pathlib.Path(root)
+        self.config = self.root / "config.toml"
+        self.data_args = self.root / "data_args.json"
+        self.encoder = self.root / "encoder"
+        self.checkpoints = self.root / "checkpoints"
+        self.best = self.root / "best"
+        self.state = self.root / "state.json"
+        self.metrics = self.root / "metrics.jsonl"
+        self.tensorboard = self.root / "tensorboard"
+        self.results = self.root / "results.json"
+        self.histories = self.root / "histories.npz"
+        self.calibration = self.root / "calibration.npz"
+        self.report = self.root / "report.md"
+
+
+def _write_json(path: pathlib.Path, value) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=float))
+    tmp.replace(path)
+
+
+def _calibration_pairs(model, prep: Prepared, config, top: int = 100):
+    """(similarity, label) of each validation user's top candidates.
+
+    The label says whether the user went on to interact with the item in
+    the validation slice; export fits the displayed score on these.
+    """
+    from training import metrics
+
+    seen = metrics.interactions_matrix(prep.split.train, prep.encoder)
+    heldout = metrics.interactions_matrix(prep.split.validation, prep.encoder)
+    users = np.flatnonzero(np.diff(heldout.matrix.indptr) > 0)
+    if len(users) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int8)
+    score_fn = model_scores(
+        model, prep.encoder, prep.sequences, config.model.history_length
+    )
+    k = min(top, prep.encoder.num_trained_items)
+    sims, labels = [], []
+    for i in range(0, len(users), config.train.eval_batch_size):
+        batch = users[i : i + config.train.eval_batch_size]
+        scores = score_fn(batch)
+        scores[seen.matrix[batch].toarray() > 0] = -np.inf
+        idx, best = metrics.top_k(scores, k)
+        truth = heldout.matrix[batch].toarray() > 0
+        hit = np.take_along_axis(truth, idx, axis=1)
+        finite = np.isfinite(best)
+        sims.append(best[finite])
+        labels.append(hit[finite])
+    return (
+        np.concatenate(sims).astype(np.float32),
+        np.concatenate(labels).astype(np.int8),
+    )
+
+
+def train(
+    data: LoadedData,
+    config: config_lib.Config,
+    run_dir: str | pathlib.Path,
+    *,
+    resume: bool = False,
+    data_args: dict | None = None,
+    verbose: int | None = None,
+) -> dict:
+    """Runs training, evaluation and the report into `run_dir`.
+
+    Args:
+      data: The loaded interactions and side tables.
+      config: The resolved configuration.
+      run_dir: Output directory; it must be new or empty unless `resume`.
+      resume: Continue from the latest checkpoint in `run_dir`.
+      data_args: The data flags, saved so export and resume can reload.
+      verbose: Keras progress (1 bar, 2 a line per epoch); default by tty.
+
+    Returns:
+      The content of ``results.json``.
+
+    Raises:
+      TrainingError: On NaN loss or a run directory that cannot be used.
+    """
+    import tensorflow as tf
+
+    from training import baselines as baselines_lib
+    from training import metrics
+    from training.model import TwoTowerModel
+    from training.report import write_report
+
+    paths = RunDir(run_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        config_lib.save_config(config, paths.config)
+        _write_json(paths.data_args, data_args or {})
+    tf.keras.utils.set_random_seed(config.train.seed)
+
+    prep = prepare(data, config)
+    prep.encoder.save(paths.encoder)
+    if data.items is not None:
+        # export shows titles and categories next to recommendations
+        import pyarrow.parquet as pq
+
+        pq.write_table(data.items.table, paths.root / "items.parquet")
+    model = TwoTowerModel(config.model, prep.encoder, prep.item_probability)
+    optimizer = tf.keras.optimizers.Adam(config.train.learning_rate)
+    model.compile(optimizer=optimizer)
+    dataset = make_dataset(
+        prep.sequences,
+        prep.examples,
+        history_length=config.model.history_length,
+        batch_size=config.train.batch_size,
+        history_mode=config.model.history_mode,
+        seed=config.train.seed,
+    )
+
+    # build the variables so the optimizer slots exist before a restore
+    model.fit(dataset.take(1), epochs=1, verbose=0)
+    epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
+    checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, epoch=epoch
+    )
+    manager = tf.train.CheckpointManager(
+        checkpoint, paths.checkpoints, max_to_keep=2
+    )
+    state = {"history": [], "best": None, "best_epoch": 0, "bad_epochs": 0}
+    if resume and manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        if paths.state.exists():
+            state = json.loads(paths.state.read_text())
+        log.info(
+            "resumed from %s (epoch %d)",
+            manager.latest_checkpoint,
+            int(epoch.numpy()),
+        )
+    elif not resume:
+        # a fresh run starts from clean logs and checkpoints
+        paths.metrics.write_text("")
+
+    best_checkpoint = tf.train.Checkpoint(model=model)
+    writer = tf.summary.create_file_writer(str(paths.tensorboard))
+    monitor = config.train.monitor
+    if verbose is None:
+        verbose = 1 if sys.stderr.isatty() else 2
+    stopped_early = False
+
+    while int(epoch.numpy()) < config.train.epochs:
+        current = int(epoch.numpy()) + 1
+        if state["bad_epochs"] >= config.train.patience:
+            stopped_early = True
+            break
+        start = time.perf_counter()
+        tf.keras.utils.set_random_seed(config.train.seed + current)
+        history = model.fit(
+            dataset,
+            epochs=1,
+            verbose=verbose,
+            callbacks=[tf.keras.callbacks.TerminateOnNaN()],
+        )
+        seconds = time.perf_counter() - start
+        loss = float(history.history["loss"][-1])
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss} in epoch {current}; lower "
+                "train.learning_rate (e.g. --set train.learning_rate=0.0005)"
+                f" or raise model.temperature. Best weights so far (epoch "
+                f"{state['best_epoch']}) are in {paths.best}"
+            )
+
+        result, _, _ = evaluate_model(model, prep, config, final=False)
+        value = result.metrics[monitor]
+        record = {
+            "epoch": current,
+            "loss": loss / config.train.batch_size,
+            "seconds": round(seconds, 3),
+            "examples_per_second": len(prep.examples) / seconds,
+            **{f"val_{k}": v for k, v in result.metrics.items()},
+        }
+        improved = state["best"] is None or value > state["best"]
+        if improved:
+            state.update(best=value, best_epoch=current, bad_epochs=0)
+            best_checkpoint.write(str(paths.best / "weights"))
+        else:
+            state["bad_epochs"] += 1
+        state["history"].append(record)
+        with paths.metrics.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        with writer.as_default(step=current):
+            tf.summary.scalar("loss", record["loss"])
+            for key, v in result.metrics.items():
+                tf.summary.scalar(f"validation/{key}", v)
+        writer.flush()
+        log.info(
+            "epoch %d: loss %.4f, validation %s %.4f%s (%.1fs)",
+            current,
+            record["loss"],
+            monitor,
+            value,
+            " (best)" if improved else "",
+            seconds,
+        )
+        epoch.assign(current)
+        manager.save(checkpoint_number=current)
+        _write_json(paths.state, state)
+
+    if state["bad_epochs"] >= config.train.patience:
+        stopped_early = True
+    if stopped_early:
+        log.info(
+            "early stopping: no better validation %s for %d epochs",
+            monitor,
+            config.train.patience,
+        )
+    best_checkpoint.read(str(paths.best / "weights")).expect_partial()
+    log.info("restored the best epoch (%d)", state["best_epoch"])
+
+    # final evaluation of the model and the baselines on the same split
+    final_result, seen, heldout = evaluate_model(
+        model, prep, config, final=True
+    )
+    evaluated_on = "test" if prep.split.test.num_rows else "validation"
+    results = {"model": final_result.metrics}
+    curves = {"model": final_result.recall_curve}
+    for name, baseline in baselines_lib.fit_baselines(
+        seen.matrix,
+        names=tuple(config.eval.baselines),
+        max_dense_items=config.eval.max_dense_items,
+        ease_lambda=config.eval.ease_lambda,
+    ).items():
+        r = metrics.evaluate(
+            baseline.scores,
+            seen.matrix,
+            heldout.matrix,
+            batch_size=config.train.eval_batch_size,
+            heldout_counts=heldout.counts,
+        )
+        results[name] = r.metrics
+        curves[name] = r.recall_curve
+
+    # serving needs each user's whole training part and calibration data
+    np.savez(
+        paths.histories,
+        items=prep.full_sequences.items,
+        offsets=prep.full_sequences.offsets,
+        item_probability=prep.item_probability,
+    )
+    sims, labels = _calibration_pairs(model, prep, config)
+    np.savez(paths.calibration, similarity=sims, label=labels)
+
+    notes = [
+        f"Split: {prep.split.method}; evaluated on the {evaluated_on} set "
+        f"({final_result.num_users} users), full ranking over the "
+        f"{prep.encoder.num_trained_items} training items with seen items "
+        "masked.",
+        f"Best epoch {state['best_epoch']} of {len(state['history'])} by "
+        f"validation {monitor}"
+        + (" (stopped early)." if stopped_early else "."),
+    ]
+    for name in config.eval.baselines:
+        if name not in results:
+            notes.append(f"Baseline {name} skipped: catalogue too large.")
+    summary = {
+        "evaluated_on": evaluated_on,
+        "best_epoch": state["best_epoch"],
+        "epochs_run": len(state["history"]),
+        "stopped_early": stopped_early,
+        "split": prep.split.sizes(),
+        "num_users": prep.encoder.num_users,
+        "num_items": prep.encoder.num_items,
+        "num_trained_items": prep.encoder.num_trained_items,
+        "results": results,
+    }
+    np.savez(paths.root / "curves.npz", **curves)
+    write_report(
+        paths.root,
+        model_name="two-tower",
+        results=dict(results),
+        curves=curves,
+        history=state["history"],
+        notes=notes,
+    )
+    _write_json(paths.results, summary)
+    return summary
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    data_cli.add_data_arguments(parser)
+    parser.add_argument(
+        "--split",
+        choices=("temporal", "random", "time", "none"),
+        help="split method (default: the config's, temporal)",
+    )
+    parser.add_argument("--epochs", type=int, help="maximum epochs")
+    parser.add_argument("--config", help="TOML file with config sections")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.batch_size=512",
+    )
+    parser.add_argument(
+        "--output", required=True, help="run directory to write"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output from its latest checkpoint; "
+        "its saved config and data flags are used",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    resume = "--resume" in argv
+    if resume:
+        paths = RunDir(_value_of(argv, "--output"))
+        if not paths.config.exists():
+            raise data_cli.UsageError(
+                f"{paths.root}: no run to resume (config.toml missing); "
+                "start it without --resume"
+            )
+        saved = json.loads(paths.data_args.read_text())
+        if "--interactions" not in argv:
+            argv = saved.get("argv", []) + argv
+        config = config_lib.load_config(paths.config)
+    args = parse_args(argv)
+    if not resume:
+        overrides = list(args.set)
+        if args.split:
+            overrides.append(f"data.split={args.split}")
+        if args.epochs:
+            overrides.append(f"train.epochs={args.epochs}")
+        config = config_lib.load_config(args.config, overrides)
+        paths = RunDir(args.output)
+        if paths.results.exists() or paths.state.exists():
+            raise data_cli.UsageError(
+                f"{paths.root} already holds a run; choose a new --output "
+                "or add --resume to continue it"
+            )
+    data = data_cli.load_from_args(args)
+    train(
+        data,
+        config,
+        args.output,
+        resume=resume,
+        data_args={"argv": _data_argv(argv)},
+    )
+    log.info("report: %s", RunDir(args.output).report)
+
+
+def _value_of(argv: list[str], flag: str) -> str:
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    raise data_cli.UsageError(f"{flag} is required")
+
+
+def _data_argv(argv: list[str]) -> list[str]:
+    """The data flags of a command line (saved for --resume and export)."""
+    skip = {"--output", "--config", "--set", "--epochs", "--split"}
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        name = a.split("=", 1)[0]
+        if a == "--resume":
+            i += 1
+            continue
+        if name in skip:
+            i += 1 if "=" in a else 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    data_cli.run_main(main)

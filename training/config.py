@@ -101,6 +101,8 @@ class TrainConfig:
       monitor: Validation metric of early stopping.
       seed: Seeds TensorFlow, NumPy and the data order.
       eval_batch_size: Users per batch in evaluation.
+      refit: After early stopping, retrain from scratch on training plus
+        validation for the best number of epochs (what the baselines see).
     """
 
     epochs: int = 30
@@ -110,6 +112,7 @@ class TrainConfig:
     monitor: str = "recall@10"
     seed: int = 0
     eval_batch_size: int = 512
+    refit: bool = True
 
 
 @dataclasses.dataclass

@@ -41,7 +41,7 @@ class ExportError(RuntimeError):
 
 
 def load_run(run_dir: str | pathlib.Path):
-    """Rebuilds the trained model of a run with its best weights.
+    """Rebuilds the trained model of a run with its final weights.
 
     Returns:
       (config, encoder, model, sequences) where `sequences` are the users'
@@ -59,8 +59,12 @@ def load_run(run_dir: str | pathlib.Path):
                 "run of `python -m training.train`? (resume it with "
                 "--resume if it was interrupted)"
             )
-    if not (paths.best / "weights.index").exists():
-        raise ExportError(f"{paths.best}: no best weights in the run")
+    # the refit model when there is one, else the early-stopped one
+    weights = paths.final
+    if not (weights / "weights.index").exists():
+        weights = paths.best
+    if not (weights / "weights.index").exists():
+        raise ExportError(f"{paths.best}: no trained weights in the run")
     config = config_lib.load_config(paths.config)
     encoder = Encoder.load(paths.encoder)
     arrays = np.load(paths.histories)
@@ -69,7 +73,7 @@ def load_run(run_dir: str | pathlib.Path):
     # one call builds the variables before the weights are read
     model.query_tower(tf.zeros([1], tf.int32), tf.zeros([1, 1], tf.int32))
     model.candidate_tower(tf.ones([1], tf.int32))
-    status = tf.train.Checkpoint(model=model).read(str(paths.best / "weights"))
+    status = tf.train.Checkpoint(model=model).read(str(weights / "weights"))
     status.expect_partial().assert_existing_objects_matched()
     return config, encoder, model, sequences
 
@@ -136,7 +140,7 @@ def make_module(
             self.histories = tf.Variable(
                 histories.astype(np.int32), trainable=False
             )
-            self.seen_items = tf.Variable(
+            self.seen_codes = tf.Variable(
                 np.concatenate([[0], seen.items]).astype(np.int32),
                 trainable=False,
             )
@@ -153,8 +157,8 @@ def make_module(
             start = tf.gather(self.seen_offsets, codes)
             end = tf.gather(self.seen_offsets, codes + 1)
             index = tf.ragged.range(start, end)
-            # slot 0 of seen_items is padding; offsets index from 1
-            return tf.gather(self.seen_items, index + 1)
+            # slot 0 of seen_codes is padding; offsets index from 1
+            return tf.gather(self.seen_codes, index + 1)
 
         def _items(self, item_ids):
             return tf.cast(self.item_table.lookup(item_ids), tf.int32)
@@ -408,7 +412,7 @@ def export(
 
     run = RunDir(run_dir)
     export_dir = pathlib.Path(export_dir)
-    config, encoder, model, sequences = load_run(run)
+    config, encoder, model, sequences = load_run(run.root)
 
     # every catalogue item, cold ones included, gets a candidate embedding
     codes = np.arange(1, encoder.num_items + 1)

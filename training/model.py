@@ -279,10 +279,34 @@ class TwoTowerModel(tfrs.Model):
         self.candidate_tower = CandidateTower(config, encoder)
         self.query_tower = QueryTower(config, encoder, self.candidate_tower)
         self.item_probability = tf.constant(item_probability, tf.float32)
+        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
         self.task = tfrs.tasks.Retrieval(
             temperature=config.temperature,
             remove_accidental_hits=config.remove_accidental_hits,
         )
+
+    @property
+    def metrics(self):
+        # Keras resets these at the start of every epoch
+        return [self.loss_tracker]
+
+    def train_step(self, features):
+        """One optimiser step; reports the epoch's mean loss per example.
+
+        TFRS sums the loss over the batch, and Keras would show the last
+        batch's sum; the mean per example is comparable across batch sizes
+        and epochs.
+        """
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(features, training=True)
+            total = loss + sum(self.losses)
+        gradients = tape.gradient(total, self.trainable_variables)
+        self.optimizer.apply_gradients(
+            zip(gradients, self.trainable_variables, strict=True)
+        )
+        size = tf.cast(tf.shape(features["item"])[0], tf.float32)
+        self.loss_tracker.update_state(loss / size, sample_weight=size)
+        return {"loss": self.loss_tracker.result()}
 
     def compute_loss(self, features, training=False):
         query = self.query_tower(

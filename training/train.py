@@ -48,6 +48,7 @@ class Prepared:
     sequences: Sequences
     examples: object
     full_sequences: Sequences
+    full_examples: object
     item_probability: np.ndarray
 
 
@@ -72,7 +73,7 @@ def prepare(data: LoadedData, config: config_lib.Config) -> Prepared:
 
     # the "training part" of the protocol: histories for the test queries
     training_part = pa.concat_tables([split.train, split.validation])
-    full_sequences, _ = build_sequences(training_part, encoder)
+    full_sequences, full_examples = build_sequences(training_part, encoder)
     probability = sampling_probabilities(examples.item, encoder.num_items)
     log.info(
         "split %s: %s; %d users, %d items (%d seen in training)",
@@ -83,7 +84,13 @@ def prepare(data: LoadedData, config: config_lib.Config) -> Prepared:
         encoder.num_trained_items,
     )
     return Prepared(
-        split, encoder, sequences, examples, full_sequences, probability
+        split,
+        encoder,
+        sequences,
+        examples,
+        full_sequences,
+        full_examples,
+        probability,
     )
 
 
@@ -137,6 +144,7 @@ class RunDir:
         self.encoder = self.root / "encoder"
         self.checkpoints = self.root / "checkpoints"
         self.best = self.root / "best"
+        self.final = self.root / "final"
         self.state = self.root / "state.json"
         self.metrics = self.root / "metrics.jsonl"
         self.tensorboard = self.root / "tensorboard"
@@ -301,7 +309,7 @@ def train(
         value = result.metrics[monitor]
         record = {
             "epoch": current,
-            "loss": loss / config.train.batch_size,
+            "loss": loss,
             "seconds": round(seconds, 3),
             "examples_per_second": len(prep.examples) / seconds,
             **{f"val_{k}": v for k, v in result.metrics.items()},
@@ -344,6 +352,22 @@ def train(
     best_checkpoint.read(str(paths.best / "weights")).expect_partial()
     log.info("restored the best epoch (%d)", state["best_epoch"])
 
+    # calibration pairs come from the early-stopped model, which has not
+    # seen the validation slice it is calibrated on
+    sims, labels = _calibration_pairs(model, prep, config)
+    np.savez(paths.calibration, similarity=sims, label=labels)
+    item_probability = prep.item_probability
+    refit = (
+        config.train.refit
+        and prep.split.validation.num_rows > 0
+        and state["best_epoch"] > 0
+    )
+    if refit:
+        model, item_probability = _refit(
+            prep, config, state["best_epoch"], verbose
+        )
+        tf.train.Checkpoint(model=model).write(str(paths.final / "weights"))
+
     # final evaluation of the model and the baselines on the same split
     final_result, seen, heldout = evaluate_model(
         model, prep, config, final=True
@@ -372,10 +396,8 @@ def train(
         paths.histories,
         items=prep.full_sequences.items,
         offsets=prep.full_sequences.offsets,
-        item_probability=prep.item_probability,
+        item_probability=item_probability,
     )
-    sims, labels = _calibration_pairs(model, prep, config)
-    np.savez(paths.calibration, similarity=sims, label=labels)
 
     notes = [
         f"Split: {prep.split.method}; evaluated on the {evaluated_on} set "
@@ -386,6 +408,12 @@ def train(
         f"validation {monitor}"
         + (" (stopped early)." if stopped_early else "."),
     ]
+    if refit:
+        notes.append(
+            f"The reported model was retrained from scratch for "
+            f"{state['best_epoch']} epochs on training plus validation "
+            "(train.refit), the same data the baselines are fitted on."
+        )
     for name in config.eval.baselines:
         if name not in results:
             notes.append(f"Baseline {name} skipped: catalogue too large.")
@@ -394,6 +422,7 @@ def train(
         "best_epoch": state["best_epoch"],
         "epochs_run": len(state["history"]),
         "stopped_early": stopped_early,
+        "refit": bool(refit),
         "split": prep.split.sizes(),
         "num_users": prep.encoder.num_users,
         "num_items": prep.encoder.num_items,
@@ -411,6 +440,44 @@ def train(
     )
     _write_json(paths.results, summary)
     return summary
+
+
+def _refit(prep: Prepared, config, epochs: int, verbose: int):
+    """Trains a fresh model on train + validation for `epochs` epochs."""
+    import tensorflow as tf
+
+    from training.model import TwoTowerModel, sampling_probabilities
+
+    log.info("refit: %d epochs on training plus validation", epochs)
+    tf.keras.utils.set_random_seed(config.train.seed)
+    probability = sampling_probabilities(
+        prep.full_examples.item, prep.encoder.num_items
+    )
+    model = TwoTowerModel(config.model, prep.encoder, probability)
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(config.train.learning_rate)
+    )
+    dataset = make_dataset(
+        prep.full_sequences,
+        prep.full_examples,
+        history_length=config.model.history_length,
+        batch_size=config.train.batch_size,
+        history_mode=config.model.history_mode,
+        seed=config.train.seed,
+    )
+    history = model.fit(
+        dataset,
+        epochs=epochs,
+        verbose=verbose,
+        callbacks=[tf.keras.callbacks.TerminateOnNaN()],
+    )
+    loss = float(history.history["loss"][-1])
+    if not math.isfinite(loss):
+        raise TrainingError(
+            f"loss became {loss} while refitting; lower train.learning_rate"
+            " or set train.refit=false"
+        )
+    return model, probability
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -1,0 +1,129 @@
+"""Session fixtures: one small real export, built once per test session.
+
+Import the fixtures into a test module to use them:
+
+    from tests.export_fixtures import recommender, serving_export  # noqa: F401
+
+The export comes from the real pipeline, run as the README runs it:
+`data.synthetic` -> `training.train` (2 epochs) -> `training.export`,
+about 40 s on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+import data  # noqa: F401  (Keras 2 before TensorFlow)
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+NUM_USERS = 800
+NUM_ITEMS = 600
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportBuild:
+    """Where the session's pipeline run wrote its outputs.
+
+    Attributes:
+      data_dir: synthetic CSVs (interactions, items, users).
+      run_dir: the training run (holds calibration.npz).
+      export_dir: the export root; version 1 is the only version in it.
+      version_dir: `export_dir / "1"`.
+    """
+
+    data_dir: pathlib.Path
+    run_dir: pathlib.Path
+    export_dir: pathlib.Path
+    version_dir: pathlib.Path
+
+
+def python_env() -> dict[str, str]:
+    """Environment for `python -m ...` subprocesses run from the repo."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p
+    )
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    return env
+
+
+def run_module(module: str, *args: str, timeout: float = 180) -> str:
+    """Runs `python -m module args`, returning stdout; fails with stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"python -m {module} {' '.join(args)} exited with "
+            f"{proc.returncode}:\n{proc.stderr[-3000:]}"
+        )
+    return proc.stdout
+
+
+def export_new_version(run_dir: pathlib.Path, export_dir: pathlib.Path):
+    """Writes the next version of `export_dir` from `run_dir`."""
+    run_module(
+        "training.export", "--run", str(run_dir), "--output", str(export_dir)
+    )
+
+
+@pytest.fixture(scope="session")
+def serving_export(tmp_path_factory) -> ExportBuild:
+    """A trained and exported model on the synthetic data."""
+    root = tmp_path_factory.mktemp("serving_export")
+    data_dir, run_dir = root / "data", root / "run"
+    export_dir = root / "export"
+    run_module(
+        "data.synthetic",
+        "--output",
+        str(data_dir),
+        "--users",
+        str(NUM_USERS),
+        "--items",
+        str(NUM_ITEMS),
+    )
+    run_module(
+        "training.train",
+        "--interactions",
+        str(data_dir / "interactions.csv"),
+        "--items",
+        str(data_dir / "items.csv"),
+        "--users",
+        str(data_dir / "users.csv"),
+        "--item-text-col",
+        "title",
+        "--item-category-col",
+        "genres",
+        "--item-numeric-cols",
+        "year",
+        "--epochs",
+        "2",
+        "--output",
+        str(run_dir),
+    )
+    export_new_version(run_dir, export_dir)
+    return ExportBuild(
+        data_dir=data_dir,
+        run_dir=run_dir,
+        export_dir=export_dir,
+        version_dir=export_dir / "1",
+    )
+
+
+@pytest.fixture(scope="session")
+def recommender(serving_export):
+    """The session export, loaded once (version 1, pinned)."""
+    from serving.recommender import Recommender
+
+    return Recommender.load(serving_export.export_dir, version=1)

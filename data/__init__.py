@@ -10,4 +10,6 @@ import os
 # TFRS 0.7 is written against Keras 2; TensorFlow 2.20 ships Keras 3 unless
 # this is set before the first `import tensorflow`.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow logs a CUDA error on every start of a machine without a GPU;
+# set TF_CPP_MIN_LOG_LEVEL yourself to see its C++ logs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -1,4 +1,4 @@
-"""Full-ranking evaluation of top-k retrieval, as in EVALUATION.md.
+"""Full-ranking evaluation of top-k retrieval, as in docs/evaluation.md.
 
 Everything here works in code space. Users are rows of a matrix indexed by
 user code (row 0 is the unknown user and is never evaluated). Items are the

@@ -31,6 +31,16 @@ def _constant_weight(layer, name: str, value: np.ndarray):
     )
 
 
+def _init():
+    """A new initializer for each table.
+
+    An unseeded Keras initializer returns the same values on every call, so
+    one instance shared by several tables would start them all alike (item
+    code k, title token k and category k with one vector).
+    """
+    return tf.keras.initializers.TruncatedNormal(stddev=0.05)
+
+
 def _masked_mean(vectors, codes):
     """Mean over the non-padding slots of [..., n, d] vectors."""
     mask = tf.cast(codes > 0, vectors.dtype)[..., None]
@@ -66,9 +76,8 @@ class CandidateTower(tf.keras.layers.Layer):
         self.num_trained_items = encoder.num_trained_items
         features = encoder.item_features
         d = config.embedding_dim
-        init = tf.keras.initializers.TruncatedNormal(stddev=0.05)
         self.id_embedding = tf.keras.layers.Embedding(
-            encoder.num_trained_items + 1, d, embeddings_initializer=init
+            encoder.num_trained_items + 1, d, embeddings_initializer=_init()
         )
 
         use = config.use_item_features
@@ -83,7 +92,7 @@ class CandidateTower(tf.keras.layers.Layer):
                 self, "title_tokens", features.title_tokens
             )
             self.token_embedding = tf.keras.layers.Embedding(
-                len(features.title_vocab) + 1, d, embeddings_initializer=init
+                len(features.title_vocab) + 1, d, embeddings_initializer=_init()
             )
         if self.use_categories:
             self.categories = _constant_weight(
@@ -92,7 +101,7 @@ class CandidateTower(tf.keras.layers.Layer):
             self.category_embedding = tf.keras.layers.Embedding(
                 len(features.category_vocab) + 1,
                 d,
-                embeddings_initializer=init,
+                embeddings_initializer=_init(),
             )
         if self.use_numeric:
             numeric = np.concatenate(
@@ -166,16 +175,15 @@ class QueryTower(tf.keras.layers.Layer):
         self._config = config
         self._candidate_tower = candidate_tower
         d = config.embedding_dim
-        init = tf.keras.initializers.TruncatedNormal(stddev=0.05)
         self.num_trained_items = encoder.num_trained_items
         if not config.share_item_embeddings:
             self.history_embedding = tf.keras.layers.Embedding(
-                encoder.num_trained_items + 1, d, embeddings_initializer=init
+                encoder.num_trained_items + 1, d, embeddings_initializer=_init()
             )
         self.use_user_id = config.use_user_id
         if self.use_user_id:
             self.user_embedding = tf.keras.layers.Embedding(
-                encoder.num_users + 1, d, embeddings_initializer=init
+                encoder.num_users + 1, d, embeddings_initializer=_init()
             )
         user_features = encoder.user_features
         self.use_user_features = (
@@ -187,7 +195,7 @@ class QueryTower(tf.keras.layers.Layer):
             )
             self.feature_embeddings = [
                 tf.keras.layers.Embedding(
-                    len(vocab) + 1, d, embeddings_initializer=init
+                    len(vocab) + 1, d, embeddings_initializer=_init()
                 )
                 for vocab in user_features.vocabs
             ]

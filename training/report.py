@@ -151,7 +151,7 @@ def write_report(
         "",
         (
             "Test-set metrics: full ranking over the training item space, "
-            "training items masked (see EVALUATION.md)."
+            "training items masked (see docs/evaluation.md)."
         ),
         "",
         metrics_table(results, model_name),

@@ -514,6 +514,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
+    try:
+        _main(argv)
+    except (config_lib.ConfigError, TrainingError) as error:
+        # one line on stderr and exit status 2, like a data error
+        raise data_cli.UsageError(str(error)) from None
+
+
+def _main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     resume = "--resume" in argv
     if resume:

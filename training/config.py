@@ -62,6 +62,8 @@ class ModelConfig:
       history_dropout: Share of history items dropped per example while
         training; a strong regulariser for history pooling.
       share_item_embeddings: History and candidates share the item table.
+      history_features: History items also carry their title and category
+        embeddings (shared with the candidate tower).
       use_user_id: Adds a user-id embedding to the query tower.
       use_user_features: Uses the user table's features when present.
       use_item_features: Uses the item table's features when present.
@@ -80,6 +82,7 @@ class ModelConfig:
     history_mode: str = "before"
     history_dropout: float = 0.5
     share_item_embeddings: bool = True
+    history_features: bool = True
     use_user_id: bool = False
     use_user_features: bool = True
     use_item_features: bool = True

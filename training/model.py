@@ -118,6 +118,26 @@ class CandidateTower(tf.keras.layers.Layer):
         vectors = self.id_embedding(safe)
         return vectors * tf.cast(trained, vectors.dtype)[..., None]
 
+    def content_vectors(self, codes):
+        """[..., d] sum of an item's title and category embeddings.
+
+        Zero when the item has no features. Only the distinct codes of the
+        input are embedded, which keeps long histories cheap.
+        """
+        shape = tf.shape(codes)
+        unique, index = tf.unique(tf.reshape(codes, [-1]))
+        total = tf.zeros([tf.size(unique), self._config.embedding_dim])
+        if self.use_title:
+            tokens = tf.gather(self.title_tokens, unique)
+            total += _masked_mean(self.token_embedding(tokens), tokens)
+        if self.use_categories:
+            cats = tf.gather(self.categories, unique)
+            total += _masked_mean(self.category_embedding(cats), cats)
+        vectors = tf.gather(total, index)
+        return tf.reshape(
+            vectors, tf.concat([shape, [self._config.embedding_dim]], 0)
+        )
+
     def call(self, codes, training=False):
         """Candidate embeddings.
 
@@ -202,12 +222,20 @@ class QueryTower(tf.keras.layers.Layer):
         self.mlp = _mlp(config.hidden_units, config.output_dim, "query")
 
     def _history_vectors(self, history):
-        if self._config.share_item_embeddings:
-            return self._candidate_tower.id_vectors(history)
+        """Item vectors of the history and the mask of usable slots."""
         trained = (history > 0) & (history <= self.num_trained_items)
-        safe = tf.where(trained, history, tf.zeros_like(history))
-        vectors = self.history_embedding(safe)
-        return vectors * tf.cast(trained, vectors.dtype)[..., None]
+        if self._config.share_item_embeddings:
+            vectors = self._candidate_tower.id_vectors(history)
+        else:
+            safe = tf.where(trained, history, tf.zeros_like(history))
+            vectors = self.history_embedding(safe)
+            vectors *= tf.cast(trained, vectors.dtype)[..., None]
+        tower = self._candidate_tower
+        if self._config.history_features and tower.has_features:
+            # cold items in a history count through their features
+            vectors += tower.content_vectors(history)
+            return vectors, tf.cast(history > 0, tf.float32)
+        return vectors, tf.cast(trained, tf.float32)
 
     def call(self, user, history, training=False):
         """Query embeddings.
@@ -222,10 +250,7 @@ class QueryTower(tf.keras.layers.Layer):
         """
         user = tf.cast(user, tf.int32)
         history = tf.cast(history, tf.int32)
-        vectors = self._history_vectors(history)
-        mask = tf.cast(
-            (history > 0) & (history <= self.num_trained_items), tf.float32
-        )
+        vectors, mask = self._history_vectors(history)
         rate = self._config.history_dropout
         if training and rate > 0:
             keep = tf.random.uniform(tf.shape(mask)) >= rate

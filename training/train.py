@@ -262,18 +262,23 @@ def train(
         checkpoint, paths.checkpoints, max_to_keep=2
     )
     state = {"history": [], "best": None, "best_epoch": 0, "bad_epochs": 0}
-    if resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        if paths.state.exists():
-            state = json.loads(paths.state.read_text())
-        log.info(
-            "resumed from %s (epoch %d)",
-            manager.latest_checkpoint,
-            int(epoch.numpy()),
-        )
-    elif not resume:
-        # a fresh run starts from clean logs and checkpoints
-        paths.metrics.write_text("")
+    if resume and paths.state.exists():
+        saved_state = json.loads(paths.state.read_text())
+        # the checkpoint of the last epoch state.json records: a run killed
+        # between saving a checkpoint and writing state.json goes back one
+        done = len(saved_state["history"])
+        matching = [
+            p for p in manager.checkpoints if p.endswith(f"ckpt-{done}")
+        ]
+        if matching:
+            checkpoint.restore(matching[-1]).expect_partial()
+            state = saved_state
+            log.info("resumed from %s (epoch %d)", matching[-1], done)
+    # metrics.jsonl repeats the restored history, so epochs that ran after
+    # the restored checkpoint are neither lost nor listed twice
+    paths.metrics.write_text(
+        "".join(json.dumps(record) + "\n" for record in state["history"])
+    )
 
     best_checkpoint = tf.train.Checkpoint(model=model)
     writer = tf.summary.create_file_writer(str(paths.tensorboard))

@@ -12,6 +12,7 @@ directory both read.
 import data  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from serving.errors import (
     ExportFormatError,
+    InvalidArgumentError,
     InvalidFilterError,
     InvalidKError,
     ServingError,
@@ -20,7 +21,9 @@ from serving.errors import (
 )
 
 __all__ = [
+    "BatchResult",
     "ExportFormatError",
+    "InvalidArgumentError",
     "InvalidFilterError",
     "InvalidKError",
     "Recommendation",
@@ -35,7 +38,12 @@ __all__ = [
 def __getattr__(name: str):
     # The recommender pulls in TensorFlow and ScaNN (seconds to import);
     # `serving.calibration`, which training.export imports, must not.
-    if name in ("Recommender", "Recommendation", "Recommendations"):
+    if name in (
+        "BatchResult",
+        "Recommender",
+        "Recommendation",
+        "Recommendations",
+    ):
         from serving import recommender
 
         return getattr(recommender, name)

@@ -136,6 +136,9 @@ class _Candidates:
     truncated: bool  # the search filled every slot, so more may exist
 
 
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
 def _decode(values: Any) -> list[str]:
     return [v.decode("utf-8") for v in np.asarray(values).ravel()]
 
@@ -281,12 +284,16 @@ class Recommender:
                 )
             if not bool(out["known"].numpy()[0]):
                 raise self._unknown_user(user_id)
-            return self._candidates(out["item_ids"][0], out["scores"][0], n)
+            return self._first(out, n)
 
         def exact_query() -> tuple[np.ndarray, np.ndarray]:
-            return user_vector(), self.catalogue.rows(self.seen_items(user_id))
+            seen = self.catalogue.rows(self.seen_items(user_id))
+            return user_vector(), np.union1d(seen, banned)
 
-        return self._rank(index_search, exact_query, k, mask, banned, diversity)
+        # recommend_excluding drops the excluded ids itself.
+        return self._rank(
+            index_search, exact_query, k, mask, _NO_ROWS, diversity
+        )
 
     def recommend_for_history(
         self,
@@ -316,13 +323,13 @@ class Recommender:
             )
         history = [self.catalogue.item_ids[r] for r in history_rows]
         mask = self.catalogue.mask(filters)
-        banned = np.union1d(history_rows, self.catalogue.rows(exclude))
+        banned = self.catalogue.rows(exclude)
 
         def index_search(n: int) -> _Candidates:
             out = self._signatures["recommend_for_history"](
                 history=self._strings([history]), k=self._k(n)
             )
-            return self._candidates(out["item_ids"][0], out["scores"][0], n)
+            return self._first(out, n)
 
         def exact_query() -> tuple[np.ndarray, np.ndarray]:
             out = self._signatures["history_embeddings"](
@@ -353,18 +360,18 @@ class Recommender:
                 "item_ids.txt"
             )
         mask = self.catalogue.mask(filters)
-        banned = np.asarray([row], dtype=np.int64)
+        itself = np.asarray([row], dtype=np.int64)
 
         def index_search(n: int) -> _Candidates:
             out = self._signatures["similar_items"](
                 item_ids=self._strings([item_id]), k=self._k(n)
             )
-            return self._candidates(out["item_ids"][0], out["scores"][0], n)
+            return self._first(out, n)
 
         def exact_query() -> tuple[np.ndarray, np.ndarray]:
-            return self.item_embeddings[row], banned
+            return self.item_embeddings[row], itself
 
-        return self._rank(index_search, exact_query, k, mask, banned, 0.0)
+        return self._rank(index_search, exact_query, k, mask, _NO_ROWS, 0.0)
 
     def recommend_batch(
         self,
@@ -424,7 +431,7 @@ class Recommender:
         out = self._signatures["seen_items"](
             user_ids=self._strings([str(user_id)])
         )
-        return [i for i in _decode(out["item_ids"][0]) if i]
+        return [i for i in _decode(out["item_ids"].numpy()[0]) if i]
 
     # Internals.
 
@@ -476,6 +483,12 @@ class Recommender:
         )
         known = out["known"].numpy() & np.asarray([bool(u) for u in user_ids])
         return out["embeddings"].numpy(), known
+
+    def _first(self, out: Mapping[str, Any], n: int) -> _Candidates:
+        """Candidates of the first query of a signature's output."""
+        return self._candidates(
+            out["item_ids"].numpy()[0], out["scores"].numpy()[0], n
+        )
 
     def _candidates(self, ids: Any, sims: Any, n: int) -> _Candidates:
         """Index output -> catalogue rows, padding dropped."""
@@ -538,7 +551,8 @@ class Recommender:
             out, e.g. seen items), or a bare query vector.
           k: results wanted.
           mask: `[num_items]` rows the filters allow, or None.
-          banned: rows to leave out on top of what the index leaves out.
+          banned: rows to leave out that the index search does not leave
+            out itself (exact_query returns those).
           diversity: MMR lambda.
         """
         pool = k if diversity == 0 else min(self.max_k, k * DIVERSITY_POOL)

@@ -26,6 +26,7 @@ import sys
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -272,6 +273,20 @@ def create_app(
         404: {"model": ErrorResponse, "description": "unknown id"},
         422: {"model": ErrorResponse, "description": "invalid input"},
     }
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        # FastAPI's own handler echoes the input back, which fails on NaN
+        # and can be large; where and what is enough to fix a request.
+        return JSONResponse(
+            {
+                "detail": [
+                    {"loc": list(e.get("loc", ())), "msg": e.get("msg", "")}
+                    for e in exc.errors()
+                ]
+            },
+            status_code=422,
+        )
 
     @app.exception_handler(UnknownUserError)
     @app.exception_handler(UnknownItemError)

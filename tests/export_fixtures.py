@@ -4,6 +4,10 @@ Import the fixtures into a test module to use them:
 
     from tests.export_fixtures import recommender, serving_export  # noqa: F401
 
+The build is cached for the whole process: pytest gives each module that
+imports a fixture its own copy of it, so the session scope alone would
+build once per module.
+
 The export comes from the real pipeline, run as the README runs it:
 `data.synthetic` -> `training.train` (2 epochs) -> `training.export`,
 about 40 s on two CPU cores.
@@ -22,6 +26,7 @@ import pytest
 import data  # noqa: F401  (Keras 2 before TensorFlow)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_CACHE: dict[str, object] = {}
 NUM_USERS = 800
 NUM_ITEMS = 600
 
@@ -81,7 +86,12 @@ def export_new_version(run_dir: pathlib.Path, export_dir: pathlib.Path):
 @pytest.fixture(scope="session")
 def serving_export(tmp_path_factory) -> ExportBuild:
     """A trained and exported model on the synthetic data."""
-    root = tmp_path_factory.mktemp("serving_export")
+    if "build" not in _CACHE:
+        _CACHE["build"] = _build(tmp_path_factory.mktemp("serving_export"))
+    return _CACHE["build"]
+
+
+def _build(root: pathlib.Path) -> ExportBuild:
     data_dir, run_dir = root / "data", root / "run"
     export_dir = root / "export"
     run_module(
@@ -126,4 +136,8 @@ def recommender(serving_export):
     """The session export, loaded once (version 1, pinned)."""
     from serving.recommender import Recommender
 
-    return Recommender.load(serving_export.export_dir, version=1)
+    if "recommender" not in _CACHE:
+        _CACHE["recommender"] = Recommender.load(
+            serving_export.export_dir, version=1
+        )
+    return _CACHE["recommender"]

@@ -55,7 +55,7 @@ def test_file_then_overrides_in_order(write_text):
     "override, expected",
     [
         ("train.epochs=3", 3),
-        ("train.epochs=3.0", 3),
+        ("train.epochs = 3 ", 3),
         ("train.learning_rate=1e-3", 0.001),
         ("model.remove_accidental_hits=no", False),
         ("model.remove_accidental_hits=TRUE", True),
@@ -64,7 +64,7 @@ def test_file_then_overrides_in_order(write_text):
     ],
 )
 def test_override_values_are_parsed_by_type(override, expected):
-    key = override.split("=")[0]
+    key = override.split("=")[0].strip()
     section, field = key.split(".")
 
     config = load_config(overrides=[override])

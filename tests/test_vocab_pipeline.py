@@ -10,8 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from data.pipeline import Sequences, build_sequences, history_window
-from data.pipeline import make_dataset
+from data.pipeline import (
+    Sequences,
+    build_sequences,
+    history_window,
+    make_dataset,
+)
 from data.schema import INTERACTION_SCHEMA, ItemTable, UserTable
 from data.vocab import Encoder, Vocabulary
 
@@ -295,7 +299,8 @@ def test_dataset_shuffle_is_seeded_and_complete(encoder):
             sequences, examples, history_length=2, batch_size=8, seed=seed
         )
         batch = next(iter(ds))
-        return list(zip(batch["user"].numpy(), batch["item"].numpy()))
+        users, items = batch["user"].numpy(), batch["item"].numpy()
+        return list(zip(users, items, strict=True))
 
     first = order(1)
     assert first == order(1)

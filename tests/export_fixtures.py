@@ -9,8 +9,8 @@ imports a fixture its own copy of it, so the session scope alone would
 build once per module.
 
 The export comes from the real pipeline, run as the README runs it:
-`data.synthetic` -> `training.train` (2 epochs) -> `training.export`,
-about 40 s on two CPU cores.
+`data.synthetic` -> `training.train` (the session's `trained_run` from
+tests/conftest.py) -> `training.export`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ import data  # noqa: F401  (Keras 2 before TensorFlow)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _CACHE: dict[str, object] = {}
-NUM_USERS = 800
-NUM_ITEMS = 600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,51 +82,22 @@ def export_new_version(run_dir: pathlib.Path, export_dir: pathlib.Path):
 
 
 @pytest.fixture(scope="session")
-def serving_export(tmp_path_factory) -> ExportBuild:
-    """A trained and exported model on the synthetic data."""
+def serving_export(synthetic_log, trained_run, tmp_path_factory) -> ExportBuild:
+    """An export of the session's trained run (see tests/conftest.py).
+
+    The run is shared with the training and export tests; this export is
+    its own directory, so serving tests may add versions to it.
+    """
     if "build" not in _CACHE:
-        _CACHE["build"] = _build(tmp_path_factory.mktemp("serving_export"))
+        export_dir = tmp_path_factory.mktemp("serving_export") / "export"
+        export_new_version(trained_run, export_dir)
+        _CACHE["build"] = ExportBuild(
+            data_dir=synthetic_log,
+            run_dir=trained_run,
+            export_dir=export_dir,
+            version_dir=export_dir / "1",
+        )
     return _CACHE["build"]
-
-
-def _build(root: pathlib.Path) -> ExportBuild:
-    data_dir, run_dir = root / "data", root / "run"
-    export_dir = root / "export"
-    run_module(
-        "data.synthetic",
-        "--output",
-        str(data_dir),
-        "--users",
-        str(NUM_USERS),
-        "--items",
-        str(NUM_ITEMS),
-    )
-    run_module(
-        "training.train",
-        "--interactions",
-        str(data_dir / "interactions.csv"),
-        "--items",
-        str(data_dir / "items.csv"),
-        "--users",
-        str(data_dir / "users.csv"),
-        "--item-text-col",
-        "title",
-        "--item-category-col",
-        "genres",
-        "--item-numeric-cols",
-        "year",
-        "--epochs",
-        "2",
-        "--output",
-        str(run_dir),
-    )
-    export_new_version(run_dir, export_dir)
-    return ExportBuild(
-        data_dir=data_dir,
-        run_dir=run_dir,
-        export_dir=export_dir,
-        version_dir=export_dir / "1",
-    )
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,10 @@ def load_run(run_dir: str | pathlib.Path):
         weights = paths.best
     if not (weights / "weights.index").exists():
         raise ExportError(f"{paths.best}: no trained weights in the run")
-    config = config_lib.load_config(paths.config)
+    try:
+        config = config_lib.load_config(paths.config)
+    except config_lib.ConfigError as e:
+        raise ExportError(f"{paths.config}: {e}") from None
     encoder = Encoder.load(paths.encoder)
     arrays = np.load(paths.histories)
     sequences = Sequences(arrays["items"], arrays["offsets"])

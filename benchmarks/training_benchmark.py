@@ -1,6 +1,6 @@
 """Training throughput of the project's trainer beside the TFRS tutorial's.
 
-    python -m benchmarks.training_benchmark --epochs 5 \
+    python -m benchmarks.training_benchmark --epochs 3 \
         --out benchmarks/results/training.json
 
 Both models train on the same rows: the training part of the project's
@@ -229,7 +229,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--epochs",
         type=int,
-        default=5,
+        default=3,
         help="epochs per model, the first of which is not timed",
     )
     parser.add_argument(

@@ -68,7 +68,7 @@ def load_run(run_dir: str | pathlib.Path):
     try:
         config = config_lib.load_config(paths.config)
     except config_lib.ConfigError as e:
-        raise ExportError(f"{paths.config}: {e}") from None
+        raise ExportError(str(e)) from None
     encoder = Encoder.load(paths.encoder)
     arrays = np.load(paths.histories)
     sequences = Sequences(arrays["items"], arrays["offsets"])

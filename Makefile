@@ -35,6 +35,7 @@ test: lint
 	$(PY) -m pytest -q
 
 bench: venv
+	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) -m benchmarks.run
 
 clean:

@@ -1,0 +1,4 @@
+"""Benchmarks of training, retrieval, serving and data loading.
+
+python -m benchmarks.run
+"""

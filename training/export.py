@@ -455,12 +455,20 @@ def export(
 
     export_dir.mkdir(parents=True, exist_ok=True)
     tmp = export_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    # TensorFlow logs (through absl) a line per signature about renamed
+    # captured inputs: noise for anyone reading the export's log
+    quiet = [logging.getLogger(n) for n in ("absl", "tensorflow")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
     try:
         tf.saved_model.save(
             module,
             str(tmp),
             signatures={name: getattr(module, name) for name in SIGNATURES},
         )
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
         np.save(tmp / "item_embeddings.npy", embeddings)
         (tmp / "item_ids.txt").write_text(
             "".join(f"{i}\n" for i in encoder.items.to_list())

@@ -277,9 +277,9 @@ def bench_export(
         "save_seconds": round(save_seconds, 1),
         "load_seconds": round(load_seconds, 1),
         **time_single(search, queries[:single]),
-        # parallelize_batch_searches=True in the layer: ScaNN's own threads
+        # the exported layer searches a batch on one thread
         "batch_qps": time_batch(search, queries),
-        "batch_threads": "scann parallel batch search",
+        "batch_threads": "one (parallelize_batch_searches=False)",
     }
     log.info("%s: %s", name, _short(result))
     return result

@@ -83,11 +83,14 @@ def read_user_ids(path: str | pathlib.Path) -> list[str]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise UsageError(f"--users-file {path} does not exist")
-    ids = [
-        line.strip()
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(
+            f"--users-file {path} is not UTF-8 text (byte {e.start}); "
+            "save it as UTF-8 with one user id per line"
+        ) from None
+    ids = [line.strip() for line in text.splitlines() if line.strip()]
     if ids and ids[0].lower() in ("user_id", '"user_id"'):
         ids = ids[1:]
     return ids
@@ -139,6 +142,10 @@ def write_batch(
                         len(user_ids),
                         n / (time.perf_counter() - start),
                     )
+        # mkstemp makes the file private; give it the usual permissions
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, output)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

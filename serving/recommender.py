@@ -164,6 +164,8 @@ class Recommender:
         self.version = files.version
         self.directory = files.directory
         self.max_k = int(files.metadata["max_k"])
+        # an approximate index can return fewer candidates than asked
+        self.index_exact = bool(files.metadata.get("index", {}).get("exact"))
         self.catalogue = Catalogue(files.item_ids, files.items)
         self.item_embeddings = files.item_embeddings
         self.calibration = calibration_lib.Calibration.from_dict(
@@ -254,7 +256,7 @@ class Recommender:
         """
         self._check(k, diversity)
         user_id = str(user_id)
-        exclude = [str(i) for i in exclude]
+        exclude = [str(i) for i in exclude if _encodable(str(i))]
         mask = self.catalogue.mask(filters)
         banned = self.catalogue.rows(exclude)
         if not _encodable(user_id):
@@ -445,7 +447,7 @@ class Recommender:
                 f"k must be in 1..{self.max_k} (the export's max_k); got {k}"
             )
         if isinstance(diversity, bool) or not isinstance(
-            diversity, int | float
+            diversity, int | float | np.integer | np.floating
         ):
             raise InvalidArgumentError(
                 f"diversity must be a number in [0, 1]; got {diversity!r}"
@@ -572,9 +574,12 @@ class Recommender:
             kept = _Candidates(
                 found.rows[keep], found.similarities[keep], found.truncated
             )
-            # Too few survived and the index had more to give: search
-            # exactly among the matching items instead.
-            exact = len(kept.rows) < pool and found.truncated
+            # Too few survived and the index had (or, being approximate,
+            # may have had) more to give: search exactly among the
+            # matching items instead.
+            exact = len(kept.rows) < pool and (
+                found.truncated or not self.index_exact
+            )
 
         if exact:
             query = exact_query()

@@ -72,7 +72,9 @@ class RecommendRequest(BaseModel):
         max_length=MAX_LIST_LENGTH,
         description="item ids of an anonymous session, any order",
     )
-    k: int = Field(10, ge=1, description="results wanted, at most max_k")
+    k: int = Field(
+        10, ge=1, strict=True, description="results wanted, at most max_k"
+    )
     exclude: list[str] = Field(
         default_factory=list,
         max_length=MAX_LIST_LENGTH,
@@ -354,7 +356,7 @@ def create_app(
         return _response(recs)
 
     @app.get(
-        "/v1/items/{item_id}/similar",
+        "/v1/items/{item_id:path}/similar",
         response_model=RecommendResponse,
         responses=errors,
     )

@@ -206,8 +206,14 @@ def make_module(
             hit = tf.reshape(hit, tf.shape(keys))
             scores = tf.where(hit, -np.inf, scores)
 
-            top_scores, order = tf.math.top_k(scores, k=k)
+            # a tree index returns at most its reordering count of
+            # candidates, which can be fewer than k: pad the rest
+            found = tf.minimum(k, tf.shape(scores)[1])
+            top_scores, order = tf.math.top_k(scores, k=found)
             top_codes = tf.gather(codes, order, batch_dims=1)
+            missing = [[0, 0], [0, k - found]]
+            top_scores = tf.pad(top_scores, missing, constant_values=-np.inf)
+            top_codes = tf.pad(top_codes, missing)
             top_codes = tf.where(
                 tf.math.is_inf(top_scores), tf.zeros_like(top_codes), top_codes
             )
@@ -427,6 +433,8 @@ def export(
         target_recall=target_recall,
         exact=exact,
         identifiers=codes.astype(np.int32),
+        # room for max_k results; fewer remain only after exclusions
+        min_results=min(max_k, len(codes)),
     )
     histories = sequences.padded(
         np.arange(encoder.num_users + 1), config.model.history_length
@@ -558,7 +566,8 @@ def check_export(path, embeddings, encoder, *, exact: bool) -> None:
         excluded = {s.decode() for s in user_seen if s}
         mask = np.array([i in excluded for i in ids])
         ranked = np.argsort(-np.where(mask, -np.inf, scores[row]))[:k]
-        truth = set(ids[ranked])
+        # a user with fewer than k unseen items gets fewer results
+        truth = {ids[j] for j in ranked if not mask[j]}
         got = {s.decode() for s in out["item_ids"].numpy()[row] if s}
         agree += len(truth & got)
         total += len(truth)

@@ -163,6 +163,7 @@ def build_index(
     exact: bool = False,
     k: int = 10,
     identifiers: np.ndarray | None = None,
+    min_results: int = 0,
 ) -> TunedIndex:
     """Builds and tunes a ScaNN layer over candidate embeddings.
 
@@ -173,6 +174,8 @@ def build_index(
       exact: Brute force, whatever the size.
       k: The layer's default number of results.
       identifiers: [num_items] ids returned instead of row numbers.
+      min_results: A tree index returns at most its reordering count of
+        candidates; it is raised to at least this many.
 
     Returns:
       The indexed layer, its settings and the measured recall and speed.
@@ -184,6 +187,12 @@ def build_index(
 
     if settings.kind == "tree_ah":
         settings = _tune(embeddings, queries, truth, settings, target_recall)
+        settings = dataclasses.replace(
+            settings,
+            num_reordering_candidates=max(
+                settings.num_reordering_candidates, min_results
+            ),
+        )
 
     if identifiers is None:
         identifiers = np.arange(len(embeddings), dtype=np.int64)

@@ -206,3 +206,9 @@ def test_cli_reports_bad_configuration_in_one_line(
     assert lines[0].startswith("error: ")
     assert f"'{named}'" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_committed_default_config_matches_the_dataclass(repo_root):
+    from training.config import Config, load_config
+
+    assert load_config(repo_root / "configs" / "default.toml") == Config()

@@ -252,8 +252,10 @@ def train(
         seed=config.train.seed,
     )
 
-    # build the variables so the optimizer slots exist before a restore
-    model.fit(dataset.take(1), epochs=1, verbose=0)
+    # build the variables and the optimizer slots (without a training
+    # step) so that a checkpoint can be restored into them
+    model.compute_loss(next(iter(dataset.take(1))))
+    optimizer.build(model.trainable_variables)
     epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
     checkpoint = tf.train.Checkpoint(
         model=model, optimizer=optimizer, epoch=epoch
@@ -541,6 +543,11 @@ def _main(argv=None) -> None:
             argv = saved.get("argv", []) + argv
         config = config_lib.load_config(paths.config)
     args = parse_args(argv)
+    if resume and (args.set or args.epochs or args.split or args.config):
+        log.warning(
+            "--resume continues with the run's saved config.toml; "
+            "--config, --set, --epochs and --split are ignored"
+        )
     if not resume:
         overrides = list(args.set)
         if args.split:

@@ -126,3 +126,12 @@ def test_unencodable_exclude_ids_are_ignored(recommender, bad):
     users = [b.user_id for b in recommender.recommend_batch(["1", "2"], 1)]
     result = recommender.recommend(users[0], k=5, exclude=[bad])
     assert len(result.items) == 5
+
+
+def test_serving_expects_the_signatures_that_export_writes():
+    # serving reads exports without importing training; the list is the
+    # contract of docs/export-format.md, written down on both sides
+    from serving.recommender import SIGNATURES as served
+    from training.export import SIGNATURES as exported
+
+    assert served == exported

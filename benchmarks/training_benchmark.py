@@ -108,25 +108,18 @@ def bench_project(loaded: LoadedData, epochs: int) -> tuple[dict, object]:
     """
     import tensorflow as tf
 
-    from data.pipeline import make_dataset
     from training.config import Config
-    from training.model import TwoTowerModel
-    from training.train import prepare
+    from training.train import build_model, prepare
 
     config = Config()
     tf.keras.utils.set_random_seed(config.train.seed)
     prep = prepare(loaded, config)
-    model = TwoTowerModel(config.model, prep.encoder, prep.item_probability)
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(config.train.learning_rate)
-    )
-    dataset = make_dataset(
+    model, dataset = build_model(
+        config,
+        prep.encoder,
         prep.sequences,
         prep.examples,
-        history_length=config.model.history_length,
-        batch_size=config.train.batch_size,
-        history_mode=config.model.history_mode,
-        seed=config.train.seed,
+        prep.item_probability,
     )
     timer = epoch_timer()
     model.fit(dataset, epochs=epochs, verbose=0, callbacks=[timer])

@@ -41,6 +41,22 @@ def _init():
     return tf.keras.initializers.TruncatedNormal(stddev=0.05)
 
 
+def _trained_vectors(embedding, codes, num_trained_items: int):
+    """Rows of `embedding` for trained item codes; zero for padding and cold.
+
+    Args:
+      embedding: Keras embedding of num_trained_items + 1 rows.
+      codes: [...] item codes.
+      num_trained_items: Codes above this are cold items (no id row).
+
+    Returns:
+      [..., d] vectors.
+    """
+    trained = (codes > 0) & (codes <= num_trained_items)
+    vectors = embedding(tf.where(trained, codes, tf.zeros_like(codes)))
+    return vectors * tf.cast(trained, vectors.dtype)[..., None]
+
+
 def _masked_mean(vectors, codes):
     """Mean over the non-padding slots of [..., n, d] vectors."""
     mask = tf.cast(codes > 0, vectors.dtype)[..., None]
@@ -113,10 +129,9 @@ class CandidateTower(tf.keras.layers.Layer):
 
     def id_vectors(self, codes):
         """Id embeddings of [...] item codes; zero for padding and cold."""
-        trained = (codes > 0) & (codes <= self.num_trained_items)
-        safe = tf.where(trained, codes, tf.zeros_like(codes))
-        vectors = self.id_embedding(safe)
-        return vectors * tf.cast(trained, vectors.dtype)[..., None]
+        return _trained_vectors(
+            self.id_embedding, codes, self.num_trained_items
+        )
 
     def content_vectors(self, codes):
         """[..., d] sum of an item's title and category embeddings.
@@ -227,9 +242,9 @@ class QueryTower(tf.keras.layers.Layer):
         if self._config.share_item_embeddings:
             vectors = self._candidate_tower.id_vectors(history)
         else:
-            safe = tf.where(trained, history, tf.zeros_like(history))
-            vectors = self.history_embedding(safe)
-            vectors *= tf.cast(trained, vectors.dtype)[..., None]
+            vectors = _trained_vectors(
+                self.history_embedding, history, self.num_trained_items
+            )
         tower = self._candidate_tower
         if self._config.history_features and tower.has_features:
             # cold items in a history count through their features

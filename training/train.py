@@ -94,6 +94,37 @@ def prepare(data: LoadedData, config: config_lib.Config) -> Prepared:
     )
 
 
+def build_model(
+    config: config_lib.Config,
+    encoder: Encoder,
+    sequences: Sequences,
+    examples,
+    item_probability: np.ndarray,
+):
+    """A compiled model and its shuffled training dataset.
+
+    Returns:
+      (model, dataset); the model's optimizer is ``model.optimizer``.
+    """
+    import tensorflow as tf
+
+    from training.model import TwoTowerModel
+
+    model = TwoTowerModel(config.model, encoder, item_probability)
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(config.train.learning_rate)
+    )
+    dataset = make_dataset(
+        sequences,
+        examples,
+        history_length=config.model.history_length,
+        batch_size=config.train.batch_size,
+        history_mode=config.model.history_mode,
+        seed=config.train.seed,
+    )
+    return model, dataset
+
+
 def model_scores(model, encoder, sequences, history_length: int):
     """A score function over the trained items for `training.metrics`."""
     codes = np.arange(1, encoder.num_trained_items + 1)
@@ -223,7 +254,6 @@ def train(
 
     from training import baselines as baselines_lib
     from training import metrics
-    from training.model import TwoTowerModel
     from training.report import write_report
 
     paths = RunDir(run_dir)
@@ -240,17 +270,14 @@ def train(
         import pyarrow.parquet as pq
 
         pq.write_table(data.items.table, paths.root / "items.parquet")
-    model = TwoTowerModel(config.model, prep.encoder, prep.item_probability)
-    optimizer = tf.keras.optimizers.Adam(config.train.learning_rate)
-    model.compile(optimizer=optimizer)
-    dataset = make_dataset(
+    model, dataset = build_model(
+        config,
+        prep.encoder,
         prep.sequences,
         prep.examples,
-        history_length=config.model.history_length,
-        batch_size=config.train.batch_size,
-        history_mode=config.model.history_mode,
-        seed=config.train.seed,
+        prep.item_probability,
     )
+    optimizer = model.optimizer
 
     # build the variables and the optimizer slots (without a training
     # step) so that a checkpoint can be restored into them
@@ -453,24 +480,19 @@ def _refit(prep: Prepared, config, epochs: int, verbose: int):
     """Trains a fresh model on train + validation for `epochs` epochs."""
     import tensorflow as tf
 
-    from training.model import TwoTowerModel, sampling_probabilities
+    from training.model import sampling_probabilities
 
     log.info("refit: %d epochs on training plus validation", epochs)
     tf.keras.utils.set_random_seed(config.train.seed)
     probability = sampling_probabilities(
         prep.full_examples.item, prep.encoder.num_items
     )
-    model = TwoTowerModel(config.model, prep.encoder, probability)
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(config.train.learning_rate)
-    )
-    dataset = make_dataset(
+    model, dataset = build_model(
+        config,
+        prep.encoder,
         prep.full_sequences,
         prep.full_examples,
-        history_length=config.model.history_length,
-        batch_size=config.train.batch_size,
-        history_mode=config.model.history_mode,
-        seed=config.train.seed,
+        probability,
     )
     history = model.fit(
         dataset,

@@ -9,9 +9,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 import data  # noqa: F401
+from data.schema import INTERACTION_SCHEMA
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ML100K = REPO_ROOT.parent / "shared" / "data" / "ml-100k"
@@ -157,3 +159,17 @@ def exported(trained_run, tmp_path_factory) -> Path:
         str(root),
     )
     return root
+
+
+def interaction_log(rows):
+    """A canonical table from (user, item, timestamp) triples, file order."""
+    return pa.table(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "timestamp": [r[2] for r in rows],
+            "weight": [1.0] * len(rows),
+            "row": list(range(1, len(rows) + 1)),
+        },
+        schema=INTERACTION_SCHEMA,
+    )

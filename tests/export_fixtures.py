@@ -16,14 +16,12 @@ tests/conftest.py) -> `training.export`.
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
 import data  # noqa: F401  (Keras 2 before TensorFlow)
+from tests.conftest import run_python
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _CACHE: dict[str, object] = {}
@@ -46,32 +44,9 @@ class ExportBuild:
     version_dir: pathlib.Path
 
 
-def python_env() -> dict[str, str]:
-    """Environment for `python -m ...` subprocesses run from the repo."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p
-    )
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    return env
-
-
 def run_module(module: str, *args: str, timeout: float = 180) -> str:
     """Runs `python -m module args`, returning stdout; fails with stderr."""
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO_ROOT,
-        env=python_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"python -m {module} {' '.join(args)} exited with "
-            f"{proc.returncode}:\n{proc.stderr[-3000:]}"
-        )
-    return proc.stdout
+    return run_python("-m", module, *args, timeout=timeout).stdout
 
 
 def export_new_version(run_dir: pathlib.Path, export_dir: pathlib.Path):

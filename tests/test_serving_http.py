@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests import export_fixtures
+from tests.conftest import subprocess_env
 
 recommender = export_fixtures.recommender
 serving_export = export_fixtures.serving_export
@@ -60,7 +61,7 @@ def server(serving_export, tmp_path_factory):
             "warning",
         ],
         cwd=export_fixtures.REPO_ROOT,
-        env=export_fixtures.python_env(),
+        env=subprocess_env(),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -282,7 +283,7 @@ def test_schemathesis_no_server_errors(server, tmp_path):
             "examples,coverage,fuzzing",
         ],
         cwd=tmp_path,
-        env=export_fixtures.python_env(),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=150,

@@ -8,6 +8,7 @@ import pytest
 
 from serving import query
 from tests import export_fixtures
+from tests.conftest import subprocess_env
 
 recommender = export_fixtures.recommender
 serving_export = export_fixtures.serving_export
@@ -157,7 +158,7 @@ def test_error_is_one_line_without_traceback(tmp_path):
             "1",
         ],
         cwd=export_fixtures.REPO_ROOT,
-        env=export_fixtures.python_env(),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=120,

@@ -6,22 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from data.schema import INTERACTION_SCHEMA, DataError
+from data.schema import DataError
 from data.split import split_interactions
-
-
-def _log(rows):
-    """A canonical table from (user, item, timestamp) triples, file order."""
-    return pa.table(
-        {
-            "user_id": [r[0] for r in rows],
-            "item_id": [r[1] for r in rows],
-            "timestamp": [r[2] for r in rows],
-            "weight": [1.0] * len(rows),
-            "row": list(range(1, len(rows) + 1)),
-        },
-        schema=INTERACTION_SCHEMA,
-    )
+from tests.conftest import interaction_log
 
 
 def _user_log(user: str, n: int, start: int = 0):
@@ -53,7 +40,7 @@ def _items(table: pa.Table) -> list[str]:
     ],
 )
 def test_temporal_holds_out_the_last_share_of_each_user(n, fraction, held):
-    table = _log(_user_log("u", n))
+    table = interaction_log(_user_log("u", n))
 
     split = split_interactions(
         table, "temporal", test_fraction=fraction, validation_fraction=0.2
@@ -67,7 +54,7 @@ def test_temporal_holds_out_the_last_share_of_each_user(n, fraction, held):
 
 def test_temporal_orders_by_time_not_by_file():
     # file order is not time order: u's latest item (t=9) comes first
-    table = _log(
+    table = interaction_log(
         [
             ("u", "late", 9),
             ("u", "a", 1),
@@ -88,7 +75,7 @@ def test_temporal_orders_by_time_not_by_file():
 
 def test_temporal_ties_keep_file_order():
     # five rows at the same second: the last in the file is the latest
-    table = _log([("u", f"i{r}", 100) for r in range(5)])
+    table = interaction_log([("u", f"i{r}", 100) for r in range(5)])
 
     split = split_interactions(table, "temporal")
 
@@ -109,7 +96,7 @@ def test_validation_is_carved_from_training_only():
     )
     # interleave users so that per-user grouping is really exercised
     rows = sorted(rows, key=lambda r: (r[2], r[0]))
-    table = _log(rows)
+    table = interaction_log(rows)
 
     split = split_interactions(table, "temporal")
 
@@ -130,7 +117,7 @@ def test_validation_is_carved_from_training_only():
 
 def test_random_is_seeded_and_per_user():
     rows = [r for u in "abcdef" for r in _user_log(u, 10)]
-    table = _log(rows)
+    table = interaction_log(rows)
 
     first = split_interactions(table, "random", seed=3)
     again = split_interactions(table, "random", seed=3)
@@ -155,7 +142,7 @@ def test_time_cutoff_given():
     # one user, times 1..10; rows at or after 9 are the test set;
     # validation: 0.8 quantile ("higher") of times 1..8 is the value at
     # position 7 * 0.8 = 5.6 -> 6, i.e. time 7 -> validation 7, 8
-    table = _log(_user_log("u", 10))
+    table = interaction_log(_user_log("u", 10))
 
     split = split_interactions(table, "time", cutoff=9)
 
@@ -167,7 +154,7 @@ def test_time_cutoff_given():
 def test_time_cutoff_defaults_to_the_quantile():
     # times 1..10, test_fraction 0.2: 0.8 quantile ("higher") sits at
     # position 9 * 0.8 = 7.2 -> 8, i.e. time 9
-    table = _log(_user_log("u", 10))
+    table = interaction_log(_user_log("u", 10))
 
     split = split_interactions(table, "time")
 
@@ -176,7 +163,7 @@ def test_time_cutoff_defaults_to_the_quantile():
 
 @pytest.mark.parametrize("cutoff", [0, 1, 11, 10**10])
 def test_time_cutoff_outside_the_log_names_the_range(cutoff):
-    table = _log(_user_log("u", 10))
+    table = interaction_log(_user_log("u", 10))
 
     with pytest.raises(DataError, match=r"1 to 10"):
         split_interactions(table, "time", cutoff=cutoff)
@@ -184,7 +171,7 @@ def test_time_cutoff_outside_the_log_names_the_range(cutoff):
 
 def test_none_keeps_everything_but_a_validation_slice():
     # 10 rows -> no test; validation carved per user: 10 * 0.2 = 2
-    table = _log(_user_log("u", 10) + _user_log("v", 3))
+    table = interaction_log(_user_log("u", 10) + _user_log("v", 3))
 
     split = split_interactions(table, "none")
 
@@ -195,12 +182,12 @@ def test_none_keeps_everything_but_a_validation_slice():
 
 def test_unknown_method_is_a_data_error():
     with pytest.raises(DataError, match="unknown split method 'later'"):
-        split_interactions(_log(_user_log("u", 5)), "later")
+        split_interactions(interaction_log(_user_log("u", 5)), "later")
 
 
 @pytest.mark.parametrize("method", ["temporal", "random", "none"])
 def test_empty_log_gives_empty_parts(method):
-    split = split_interactions(_log([]), method)
+    split = split_interactions(interaction_log([]), method)
 
     assert split.sizes() == {"train": 0, "validation": 0, "test": 0}
 
@@ -215,7 +202,7 @@ def test_split_is_vectorised_over_many_users():
         for u, n in enumerate(counts)
         for j, t in enumerate(rng.integers(0, 50, size=n))
     ]
-    table = _log(rows)
+    table = interaction_log(rows)
 
     split = split_interactions(table, "temporal")
 

@@ -16,28 +16,14 @@ from data.pipeline import (
     history_window,
     make_dataset,
 )
-from data.schema import INTERACTION_SCHEMA, ItemTable, UserTable
+from data.schema import ItemTable, UserTable
 from data.vocab import Encoder, Vocabulary
-
-
-def _log(rows):
-    """A canonical table from (user, item, timestamp) triples, file order."""
-    return pa.table(
-        {
-            "user_id": [r[0] for r in rows],
-            "item_id": [r[1] for r in rows],
-            "timestamp": [r[2] for r in rows],
-            "weight": [1.0] * len(rows),
-            "row": list(range(1, len(rows) + 1)),
-        },
-        schema=INTERACTION_SCHEMA,
-    )
-
+from tests.conftest import interaction_log
 
 # Training log: items b, a, c are trained (codes by sorted id: a=1, b=2,
 # c=3). The item table adds x and y, never in training: cold, codes 4, 5
 # in the table's order.
-TRAIN = _log(
+TRAIN = interaction_log(
     [
         ("u2", "b", 1),
         ("u1", "a", 3),
@@ -201,7 +187,7 @@ def test_encoder_round_trip_in_a_fresh_process(encoder, tmp_path, repo_root):
 
 def test_sequences_are_time_ordered_and_skip_unknowns(encoder):
     table = pa.concat_tables(
-        [TRAIN, _log([("u1", "nope", 0), ("stranger", "a", 0)])]
+        [TRAIN, interaction_log([("u1", "nope", 0), ("stranger", "a", 0)])]
     )
 
     sequences, examples = build_sequences(table, encoder)

@@ -206,5 +206,11 @@ def run_main(main_fn: Callable[[], Any]) -> Any:
         return main_fn()
     except (DataError, UsageError) as error:
         message = " ".join(str(error).split())
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+    except OSError as error:
+        # a file that cannot be opened or read (permissions, a damaged
+        # gzip stream, a full disk): the system's words name the file
+        message = " ".join(str(error).split())
+        if error.filename and str(error.filename) not in message:
+            message = f"{error.filename}: {message}"
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)

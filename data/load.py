@@ -419,11 +419,7 @@ def read_raw(
         if fmt in ("csv", "tsv"):
             table = _read_csv(path, fmt, wanted, role, every_column)
         elif fmt == "parquet":
-            found = list(pq.read_schema(path).names)
-            _check_columns(found, wanted, name, role)
-            table = pq.read_table(
-                path, columns=None if every_column else list(wanted)
-            )
+            table = _read_parquet(path, wanted, role, every_column)
         else:
             table = _read_json_lines(path)
             _check_columns(table.column_names, wanted, name, role)
@@ -543,8 +539,38 @@ def _parse_error(path: Path, delimiter: str, error: Exception) -> DataError:
     )
 
 
+def _read_parquet(
+    path: Path, wanted: Mapping[str, str], role: str, every_column: bool
+) -> pa.Table:
+    name = str(path)
+    try:
+        found = list(pq.read_schema(path).names)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(
+            f"cannot read as Parquet ({error}); is the file complete, and "
+            "is it Parquet? (the format comes from the file name's suffix)",
+            source=name,
+        ) from None
+    _check_columns(found, wanted, name, role)
+    try:
+        return pq.read_table(
+            path, columns=None if every_column else list(wanted)
+        )
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(
+            f"cannot read its data ({error}); the file may be truncated or "
+            "damaged: write it again",
+            source=name,
+        ) from None
+
+
 def _read_json_lines(path: Path) -> pa.Table:
     name = str(path)
+    if _is_empty(path):
+        raise DataError(
+            "file is empty; expected one JSON object per line",
+            source=name,
+        )
     try:
         if path.suffix.lower() == ".gz":
             with gzip.open(path, "rb") as stream:
@@ -559,13 +585,20 @@ def _read_json_lines(path: Path) -> pa.Table:
                 f"is not valid UTF-8 ({offset}); save it as UTF-8",
                 source=name,
             ) from None
-        if "Empty" in message or path.stat().st_size == 0:
-            return pa.table({})
         raise DataError(
             f"cannot parse as JSON lines (one object per line): {message}. "
             "Give every field the same type on every line (quote ids)",
             source=name,
         ) from None
+
+
+def _is_empty(path: Path) -> bool:
+    """True when a (possibly gzipped) file holds only white space."""
+    with _open_text(path) as stream:
+        while chunk := stream.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
 
 
 def _first_bad_utf8(path: Path) -> str:
@@ -663,11 +696,22 @@ def _as_string(
                 column,
             ) from None
         return values.cast(pa.string())
+    if pa.types.is_nested(kind):
+        raise DataError(
+            f"holds nested values ({kind}); expected text or numbers in "
+            "each row",
+            source=source,
+            column=column,
+        )
     try:
         return values.cast(pa.string())
-    except pa.ArrowInvalid:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
-            raise
+            raise DataError(
+                f"cannot be read as text ({kind})",
+                source=source,
+                column=column,
+            ) from None
     index = _first_failure(values, lambda v: v.cast(pa.string()))
     raise _fail_at(
         index,

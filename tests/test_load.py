@@ -321,6 +321,94 @@ def test_inspect_cli_bad_input_exits_2_with_one_line(write_text, repo_root):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("name, content, row, column, needle", BAD_LOGS)
+def test_every_validation_error_is_one_line_exit_2_on_the_cli(
+    write_text, repo_root, name, content, row, column, needle
+):
+    path = write_text(name, content)
+    weight = ["--weight-col", "w"] if column == "w" else []
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "data.inspect",
+            "--interactions",
+            str(path),
+            *weight,
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and name in lines[0]
+    assert needle in lines[0]
+
+
+def _parquet(path, **columns):
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def test_null_ids_in_parquet_name_the_row(tmp_path):
+    path = _parquet(
+        tmp_path / "log.parquet",
+        user_id=["a", None, "c"],
+        item_id=["x", "y", "z"],
+        timestamp=[1, 2, 3],
+    )
+    with pytest.raises(DataError, match="id is empty") as error:
+        load(str(path))
+    assert error.value.row == 2 and error.value.column == "user_id"
+
+
+def test_invalid_utf8_in_parquet_names_the_row(tmp_path):
+    path = _parquet(
+        tmp_path / "log.parquet",
+        user_id=pa.array([b"a", b"b", b"\xff"], pa.binary()),
+        item_id=["x", "y", "z"],
+        timestamp=[1, 2, 3],
+    )
+    with pytest.raises(DataError, match="UTF-8") as error:
+        load(str(path))
+    assert error.value.row == 3 and error.value.column == "user_id"
+
+
+def test_damaged_parquet_is_a_data_error(tmp_path):
+    good = _parquet(
+        tmp_path / "good.parquet",
+        user_id=["a"] * 100,
+        item_id=["x"] * 100,
+        timestamp=list(range(100)),
+    )
+    damaged = tmp_path / "log.parquet"
+    damaged.write_bytes(good.read_bytes()[:-40])
+    with pytest.raises(DataError, match="Parquet") as error:
+        load(str(damaged))
+    assert "log.parquet" in str(error.value)
+
+
+def test_nested_json_values_are_a_data_error(write_text):
+    path = write_text(
+        "log.jsonl",
+        '{"user_id": {"id": 1}, "item_id": "x", "timestamp": 1}\n',
+    )
+    with pytest.raises(DataError, match="nested values") as error:
+        load(str(path))
+    assert error.value.column == "user_id"
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_empty_json_lines_file_says_empty(write_text, content):
+    path = write_text("log.jsonl", content)
+    with pytest.raises(DataError, match="file is empty") as error:
+        load(str(path))
+    assert "log.jsonl" in str(error.value)
+
+
 def test_inspect_cli_summary(write_text, repo_root):
     path = write_text("log.csv", LOG)
     result = subprocess.run(

@@ -414,9 +414,15 @@ class Recommender:
                 vectors, known = self._user_embeddings(safe)
                 rows_of = self._exact_batch(vectors, k)
             for user_id, ok, cand in zip(batch, known, rows_of, strict=True):
-                items = (
-                    self._results(cand.rows, cand.similarities) if ok else []
-                )
+                if not ok:
+                    items = []
+                elif len(cand.rows) < k and not self.index_exact:
+                    # an approximate index can come back short (it reorders
+                    # a bounded number of candidates): the single-user path
+                    # then searches exactly
+                    items = self.recommend(user_id, k).items
+                else:
+                    items = self._results(cand.rows, cand.similarities)
                 yield BatchResult(user_id=user_id, known=bool(ok), items=items)
 
     # Lookups used by the queries (public: handy for tests and debugging).

@@ -109,6 +109,81 @@ def test_fresh_process_matches_brute_force(exported, trained):
     assert served["max_k"] == 100
 
 
+@pytest.fixture(scope="module")
+def tree_exported(trained_run, tmp_path_factory) -> Path:
+    """The session run exported with a ScaNN tree despite its size."""
+    root = tmp_path_factory.mktemp("tree") / "export"
+    run_python(
+        "-m",
+        "training.export",
+        "--run",
+        str(trained_run),
+        "--output",
+        str(root),
+        "--brute-force-below",
+        "100",
+    )
+    return root
+
+
+def test_fresh_process_loads_a_tree_index(tree_exported, trained):
+    _, encoder, _, _ = trained
+    users = encoder.users.to_list()[:25]
+    meta = json.loads((tree_exported / "1" / "metadata.json").read_text())
+
+    proc = run_python("-c", LOADER, str(tree_exported / "1"), str(K), *users)
+    served = json.loads(proc.stdout)
+
+    ids, scores = _brute_force(trained, users)
+    # 400 items: sqrt(400) = 20 leaves, some of them searched per query
+    assert meta["index"]["kind"] == "tree_ah"
+    assert meta["index"]["num_leaves"] == 20
+    assert meta["index"]["num_leaves_to_search"] < 20
+    assert meta["index"]["recall_at_10"] >= 0.95
+    assert served["known"] == [True] * len(users)
+    found = sum(
+        len(set(got) & set(want))
+        for got, want in zip(served["item_ids"], ids, strict=True)
+    )
+    assert found / ids.size >= 0.95
+    # candidates are reordered by exact inner products: each returned
+    # score is the true similarity of the item returned
+    codes = encoder.user_codes(users)
+    config, _, model, sequences = trained
+    queries = model.query_embeddings(
+        codes, sequences.padded(codes, config.model.history_length)
+    )
+    candidates = model.candidate_embeddings(
+        encoder.item_codes(served["item_ids"][0])
+    )
+    np.testing.assert_allclose(
+        served["scores"][0], candidates @ queries[0], atol=1e-4
+    )
+
+
+def test_batch_recommendations_from_a_tree_index_are_never_short(
+    tree_exported, trained
+):
+    from serving.recommender import Recommender
+
+    _, encoder, _, sequences = trained
+    rec = Recommender.load(tree_exported)
+    k = rec.max_k
+    # the heaviest users: the tree reorders only about max_k candidates,
+    # and their seen items are dropped from those
+    codes = np.argsort([-len(sequences.of(c)) for c in range(1, 41)])[:5] + 1
+    users = list(encoder.users.decode(codes))
+
+    batch = list(rec.recommend_batch(users, k))
+
+    for b, code in zip(batch, codes, strict=True):
+        unseen = encoder.num_items - len(set(sequences.of(code)))
+        assert len(b.items) == min(k, unseen)
+        assert [i.item_id for i in b.items] == rec.recommend(
+            b.user_id, k
+        ).item_ids
+
+
 def test_export_files_round_trip(exported, trained):
     _, encoder, model, _ = trained
     version = exported / "1"

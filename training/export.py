@@ -397,6 +397,7 @@ def export(
     exact: bool = False,
     target_recall: float = 0.95,
     max_k: int = DEFAULT_MAX_K,
+    brute_force_below: int | None = None,
 ) -> pathlib.Path:
     """Writes the next version of `export_dir` from a trained run.
 
@@ -406,6 +407,8 @@ def export(
       exact: Brute-force search instead of a tuned ScaNN tree.
       target_recall: Recall@10 against exact search the tuning aims for.
       max_k: Most results a caller may ask for.
+      brute_force_below: Catalogues smaller than this are searched by
+        brute force (default `training.index.BRUTE_FORCE_BELOW`).
 
     Returns:
       The new version's directory.
@@ -417,7 +420,7 @@ def export(
     import tensorflow as tf
 
     from serving.calibration import fit_isotonic
-    from training.index import build_index
+    from training.index import BRUTE_FORCE_BELOW, build_index
 
     run = RunDir(run_dir)
     export_dir = pathlib.Path(export_dir)
@@ -435,6 +438,11 @@ def export(
         identifiers=codes.astype(np.int32),
         # room for max_k results; fewer remain only after exclusions
         min_results=min(max_k, len(codes)),
+        brute_force_below=(
+            brute_force_below
+            if brute_force_below is not None
+            else BRUTE_FORCE_BELOW
+        ),
     )
     histories = sequences.padded(
         np.arange(encoder.num_users + 1), config.model.history_length
@@ -603,6 +611,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=DEFAULT_MAX_K,
         help=f"most results a caller may ask for (default {DEFAULT_MAX_K})",
     )
+    parser.add_argument(
+        "--brute-force-below",
+        type=int,
+        metavar="N",
+        help="search catalogues of fewer than N items by brute force and "
+        "larger ones with a tuned ScaNN tree (default 20000)",
+    )
     return parser.parse_args(argv)
 
 
@@ -612,6 +627,8 @@ def main(argv=None) -> None:
         raise data_cli.UsageError("--target-recall must be in (0, 1]")
     if args.max_k < 1:
         raise data_cli.UsageError("--max-k must be at least 1")
+    if args.brute_force_below is not None and args.brute_force_below < 0:
+        raise data_cli.UsageError("--brute-force-below must be 0 or more")
     try:
         path = export(
             args.run,
@@ -619,6 +636,7 @@ def main(argv=None) -> None:
             exact=args.exact,
             target_recall=args.target_recall,
             max_k=args.max_k,
+            brute_force_below=args.brute_force_below,
         )
     except ExportError as e:
         raise data_cli.UsageError(str(e)) from None

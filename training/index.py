@@ -24,6 +24,10 @@ from scann.scann_ops.py import scann_ops
 log = logging.getLogger(__name__)
 
 BRUTE_FORCE_BELOW = 20_000
+# candidates reordered exactly, tried in this order while tuning
+REORDER_GRID = (50, 100, 200, 400)
+# settings that reach the recall target, timed against each other
+TUNING_CANDIDATES = 3
 
 
 @dataclasses.dataclass
@@ -52,9 +56,13 @@ class IndexSettings:
         return dataclasses.asdict(self)
 
 
-def default_settings(num_items: int, exact: bool = False) -> IndexSettings:
+def default_settings(
+    num_items: int,
+    exact: bool = False,
+    brute_force_below: int = BRUTE_FORCE_BELOW,
+) -> IndexSettings:
     """Starting settings for a catalogue of `num_items` candidates."""
-    if exact or num_items < BRUTE_FORCE_BELOW:
+    if exact or num_items < brute_force_below:
         return IndexSettings(kind="brute_force")
     leaves = max(2, int(round(math.sqrt(num_items))))
     return IndexSettings(
@@ -164,6 +172,7 @@ def build_index(
     k: int = 10,
     identifiers: np.ndarray | None = None,
     min_results: int = 0,
+    brute_force_below: int = BRUTE_FORCE_BELOW,
 ) -> TunedIndex:
     """Builds and tunes a ScaNN layer over candidate embeddings.
 
@@ -176,6 +185,8 @@ def build_index(
       identifiers: [num_items] ids returned instead of row numbers.
       min_results: A tree index returns at most its reordering count of
         candidates; it is raised to at least this many.
+      brute_force_below: Catalogues smaller than this are searched by
+        brute force.
 
     Returns:
       The indexed layer, its settings and the measured recall and speed.
@@ -183,7 +194,7 @@ def build_index(
     embeddings = np.asarray(embeddings, np.float32)
     queries = np.asarray(queries, np.float32)
     truth = exact_top_k(queries, embeddings, 10)
-    settings = default_settings(len(embeddings), exact)
+    settings = default_settings(len(embeddings), exact, brute_force_below)
 
     if settings.kind == "tree_ah":
         settings = _tune(embeddings, queries, truth, settings, target_recall)
@@ -223,35 +234,59 @@ def build_index(
 
 
 def _tune(embeddings, queries, truth, settings, target):
-    """Widens the search until recall@10 reaches `target`.
+    """The fastest search-time settings whose recall@10 reaches `target`.
 
     One searcher is built; the leaves searched and the candidates reordered
-    are search-time arguments, so each trial costs only a search.
+    are search-time arguments, so each trial costs only a search. For each
+    number of leaves the fewest reordered candidates that reach the target
+    are kept, and of the first few such pairs the one whose batched search
+    is quickest wins: searching more leaves can cost less than reordering
+    more candidates, or the other way round, depending on the catalogue.
     """
     leaves = settings.num_leaves
     widest = dataclasses.replace(
         settings, num_leaves_to_search=leaves, num_reordering_candidates=400
     )
     searcher = _builder(embeddings, widest, 10).build()
+
+    def search(leaves_to_search, reorder):
+        return searcher.search_batched(
+            queries,
+            final_num_neighbors=10,
+            leaves_to_search=leaves_to_search,
+            pre_reorder_num_neighbors=reorder,
+        )
+
+    found = []
     for leaves_to_search in _grid(leaves):
-        for reorder in (100, 200, 400):
-            result = searcher.search_batched(
-                queries,
-                final_num_neighbors=10,
-                leaves_to_search=leaves_to_search,
-                pre_reorder_num_neighbors=reorder,
-            )
-            recall = recall_at_k(result.indices.numpy(), truth)
-            if recall >= target:
-                return dataclasses.replace(
-                    settings,
-                    num_leaves_to_search=leaves_to_search,
-                    num_reordering_candidates=reorder,
-                )
-    log.warning(
-        "recall@10 target %.3f not reached; searching every leaf", target
+        for reorder in REORDER_GRID:
+            result = search(leaves_to_search, reorder)
+            if recall_at_k(result.indices.numpy(), truth) >= target:
+                found.append((leaves_to_search, reorder))
+                break
+        if len(found) == TUNING_CANDIDATES or (
+            found and found[-1][1] == REORDER_GRID[0]
+        ):
+            # more leaves with the fewest candidates only cost more
+            break
+    if not found:
+        log.warning(
+            "recall@10 target %.3f not reached; searching every leaf", target
+        )
+        return widest
+
+    def seconds(pair):
+        search(*pair)  # warm
+        start = time.perf_counter()
+        search(*pair)
+        return time.perf_counter() - start
+
+    leaves_to_search, reorder = min(found, key=seconds)
+    return dataclasses.replace(
+        settings,
+        num_leaves_to_search=leaves_to_search,
+        num_reordering_candidates=reorder,
     )
-    return widest
 
 
 def _grid(leaves: int):

@@ -8,6 +8,7 @@ version exported into the served directory while requests keep coming.
 import concurrent.futures
 import contextlib
 import json
+import pathlib
 import shutil
 import socket
 import subprocess
@@ -235,25 +236,46 @@ def test_load_2000_requests_8_clients(server, recommender, known_user):
         if b.known
     ]
 
+    def request(n: int):
+        """The n-th request and the item ids the export must answer."""
+        if n % 3 == 0:
+            item = items[n % len(items)]
+            return ("get", f"/v1/items/{item}/similar", None), (
+                lambda: recommender.similar_items(item, k=10).item_ids
+            )
+        if n % 3 == 1:
+            user = users[n % len(users)]
+            return ("post", "/v1/recommend", {"user_id": user, "k": 10}), (
+                lambda: recommender.recommend(user, k=10).item_ids
+            )
+        history = items[n % 50 : n % 50 + 5]
+        return ("post", "/v1/recommend", {"history": history, "k": 10}), (
+            lambda: recommender.recommend_for_history(history, k=10).item_ids
+        )
+
+    # every distinct request answered in process first, to compare with
+    expected = {}
+    for n in range(2000):
+        (method, path, body), answer = request(n)
+        key = (path, json.dumps(body))
+        if key not in expected:
+            expected[key] = answer()
+
     def client(worker: int) -> list[str]:
         failures = []
         with httpx.Client(base_url=url, timeout=30) as c:
             for i in range(250):
-                n = worker * 250 + i
-                if n % 3 == 0:
-                    r = c.get(f"/v1/items/{items[n % len(items)]}/similar")
-                elif n % 3 == 1:
-                    r = c.post(
-                        "/v1/recommend",
-                        json={"user_id": users[n % len(users)], "k": 10},
-                    )
+                (method, path, body), _ = request(worker * 250 + i)
+                if method == "get":
+                    r = c.get(path)
                 else:
-                    r = c.post(
-                        "/v1/recommend",
-                        json={"history": items[n % 50 : n % 50 + 5], "k": 10},
-                    )
-                if r.status_code != 200 or len(r.json()["items"]) != 10:
-                    failures.append(f"{r.status_code} {r.text[:200]}")
+                    r = c.post(path, json=body)
+                if r.status_code != 200:
+                    failures.append(f"{path} {r.status_code} {r.text[:200]}")
+                    continue
+                got = [item["item_id"] for item in r.json()["items"]]
+                if got != expected[(path, json.dumps(body))]:
+                    failures.append(f"{path} {body}: wrong items {got}")
         return failures
 
     start = time.perf_counter()
@@ -268,7 +290,8 @@ def test_schemathesis_no_server_errors(server, tmp_path):
     url, _ = server
     proc = subprocess.run(
         [
-            str(export_fixtures.REPO_ROOT / ".venv" / "bin" / "st"),
+            # the command schemathesis installs beside this interpreter
+            str(pathlib.Path(sys.executable).parent / "st"),
             "run",
             f"{url}/openapi.json",
             "--checks",

@@ -210,23 +210,32 @@ def test_batch_matches_single(recommender):
         ).item_ids
 
 
-def test_calibration_beats_linear_on_held_out_pairs(serving_export):
+def test_calibration_beats_linear_and_base_rate_on_held_out_users(
+    serving_export,
+):
     pairs = np.load(serving_export.run_dir / "calibration.npz")
-    sims, labels = pairs["similarity"], pairs["label"]
+    sims, labels, users = pairs["similarity"], pairs["label"], pairs["user"]
     assert labels.sum() > 100, "too few positive pairs to compare"
-    order = np.random.default_rng(0).permutation(len(sims))
-    fit, held = order[: len(order) // 2], order[len(order) // 2 :]
+    # fit on half the calibration users, judge on the other half
+    distinct = np.unique(users)
+    rng = np.random.default_rng(0)
+    held = np.isin(users, rng.choice(distinct, len(distinct) // 2, False))
 
-    cal = calibration.fit_isotonic(sims[fit], labels[fit])
+    cal = calibration.fit_isotonic(sims[~held], labels[~held])
     scores = cal.apply(sims[held])
+
     assert np.all(np.diff(cal.apply(np.sort(sims[held]))) >= 0)
     assert scores.min() >= 0 and scores.max() <= 1
     isotonic = calibration.brier(scores, labels[held])
     linear = calibration.brier(
         calibration.linear().apply(sims[held]), labels[held]
     )
+    # the best constant is the positive rate of the fitting half
+    base_rate = calibration.brier(
+        np.full(held.sum(), labels[~held].mean()), labels[held]
+    )
     assert isotonic < linear
-
+    assert isotonic < base_rate
     meta = json.loads(
         (serving_export.version_dir / "metadata.json").read_text()
     )

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT, data_flags, subprocess_env
@@ -125,7 +126,8 @@ def test_killed_run_resumes_to_a_complete_report(tiny_log, tmp_path):
     def one_epoch_saved():
         metrics = run / "metrics.jsonl"
         lines = metrics.read_text().splitlines() if metrics.exists() else []
-        return len(lines) >= 1 and (run / "checkpoints/checkpoint").exists()
+        # state.json is written last, after the epoch's checkpoint
+        return len(lines) >= 1 and (run / "state.json").exists()
 
     try:
         _wait_for(one_epoch_saved, proc)
@@ -248,3 +250,33 @@ def test_bad_settings_fail_before_training(tiny_log, tmp_path, flags, named):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"'{named}'" in lines[0], proc.stderr
+
+
+def test_calibration_pairs_come_from_the_exported_model(trained_run):
+    from data import cli as data_cli
+    from training import export as export_lib
+    from training import train as train_lib
+
+    config, _, model, _ = export_lib.load_run(trained_run)
+    argv = json.loads((trained_run / "data_args.json").read_text())["argv"]
+    args = train_lib.parse_args([*argv, "--output", str(trained_run)])
+    prep = train_lib.prepare(data_cli.load_from_args(args), config)
+    stored = np.load(trained_run / "calibration.npz")
+    results = json.loads((trained_run / "results.json").read_text())
+    users = np.unique(stored["user"])
+    validation_users = len(set(prep.split.validation["user_id"].to_pylist()))
+
+    sims, labels, owners = train_lib._calibration_pairs(
+        model, prep, config, users
+    )
+
+    # the refit model (what export reads) scored a kept-back share of the
+    # validation users
+    assert results["calibration"]["model"] == "refit"
+    assert results["calibration"]["users"] == len(users)
+    assert len(users) == round(
+        config.train.calibration_fraction * validation_users
+    )
+    np.testing.assert_allclose(sims, stored["similarity"], atol=1e-5)
+    np.testing.assert_array_equal(labels, stored["label"])
+    np.testing.assert_array_equal(owners, stored["user"])

@@ -106,6 +106,10 @@ class TrainConfig:
       eval_batch_size: Users per batch in evaluation.
       refit: After early stopping, retrain from scratch on training plus
         validation for the best number of epochs (what the baselines see).
+      calibration_fraction: Share of the users with validation
+        interactions whose validation part the refit leaves out: the
+        displayed score is calibrated on them, with the model that is
+        exported, on interactions it never trained on.
     """
 
     epochs: int = 30
@@ -116,6 +120,7 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 512
     refit: bool = True
+    calibration_fraction: float = 0.1
 
 
 @dataclasses.dataclass
@@ -257,6 +262,11 @@ def validate(config: Config) -> Config:
         (config.train.batch_size > 1, "train.batch_size", "at least 2"),
         (config.train.learning_rate > 0, "train.learning_rate", "positive"),
         (config.train.patience > 0, "train.patience", "positive"),
+        (
+            0 <= config.train.calibration_fraction < 1,
+            "train.calibration_fraction",
+            "in [0, 1)",
+        ),
         (
             config.train.monitor
             in ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr@10"),

@@ -191,24 +191,54 @@ def _write_json(path: pathlib.Path, value) -> None:
     tmp.replace(path)
 
 
-def _calibration_pairs(model, prep: Prepared, config, top: int = 100):
-    """(similarity, label) of each validation user's top candidates.
+def _calibration_users(prep: Prepared, config) -> np.ndarray:
+    """User codes whose validation part calibrates the refit model.
+
+    A seeded share (train.calibration_fraction) of the users with
+    validation interactions; the refit leaves their validation part out.
+    """
+    from training import metrics
+
+    heldout = metrics.interactions_matrix(prep.split.validation, prep.encoder)
+    users = np.flatnonzero(np.diff(heldout.matrix.indptr) > 0)
+    fraction = config.train.calibration_fraction
+    count = min(len(users), max(1, round(fraction * len(users))))
+    if fraction == 0 or len(users) == 0:
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng(config.train.seed)
+    return np.sort(rng.choice(users, count, replace=False))
+
+
+def _calibration_pairs(
+    model, prep: Prepared, config, users: np.ndarray | None, top: int = 100
+):
+    """(similarity, label, user) of validation users' top candidates.
 
     The label says whether the user went on to interact with the item in
-    the validation slice; export fits the displayed score on these.
+    the validation slice; export fits the displayed score on these. The
+    model must not have trained on those users' validation interactions.
+
+    Args:
+      model: The model that will be exported.
+      prep: The prepared split.
+      config: The run's config.
+      users: User codes to calibrate on; None takes every user with
+        validation interactions.
+      top: Candidates per user (the served top-k lies within them).
     """
     from training import metrics
 
     seen = metrics.interactions_matrix(prep.split.train, prep.encoder)
     heldout = metrics.interactions_matrix(prep.split.validation, prep.encoder)
-    users = np.flatnonzero(np.diff(heldout.matrix.indptr) > 0)
+    if users is None:
+        users = np.flatnonzero(np.diff(heldout.matrix.indptr) > 0)
     if len(users) == 0:
-        return np.zeros(0, np.float32), np.zeros(0, np.int8)
+        return np.zeros(0, np.float32), np.zeros(0, np.int8), users
     score_fn = model_scores(
         model, prep.encoder, prep.sequences, config.model.history_length
     )
     k = min(top, prep.encoder.num_trained_items)
-    sims, labels = [], []
+    sims, labels, owners = [], [], []
     for i in range(0, len(users), config.train.eval_batch_size):
         batch = users[i : i + config.train.eval_batch_size]
         scores = score_fn(batch)
@@ -219,9 +249,11 @@ def _calibration_pairs(model, prep: Prepared, config, top: int = 100):
         finite = np.isfinite(best)
         sims.append(best[finite])
         labels.append(hit[finite])
+        owners.append(np.broadcast_to(batch[:, None], best.shape)[finite])
     return (
         np.concatenate(sims).astype(np.float32),
         np.concatenate(labels).astype(np.int8),
+        np.concatenate(owners).astype(np.int64),
     )
 
 
@@ -303,6 +335,11 @@ def train(
             checkpoint.restore(matching[-1]).expect_partial()
             state = saved_state
             log.info("resumed from %s (epoch %d)", matching[-1], done)
+    if resume and state["best"] is None:
+        log.warning(
+            "%s: no finished epoch to resume from; training starts over",
+            paths.root,
+        )
     # metrics.jsonl repeats the restored history, so epochs that ran after
     # the restored checkpoint are neither lost nor listed twice
     paths.metrics.write_text(
@@ -386,21 +423,27 @@ def train(
     best_checkpoint.read(str(paths.best / "weights")).expect_partial()
     log.info("restored the best epoch (%d)", state["best_epoch"])
 
-    # calibration pairs come from the early-stopped model, which has not
-    # seen the validation slice it is calibrated on
-    sims, labels = _calibration_pairs(model, prep, config)
-    np.savez(paths.calibration, similarity=sims, label=labels)
     item_probability = prep.item_probability
     refit = (
         config.train.refit
         and prep.split.validation.num_rows > 0
         and state["best_epoch"] > 0
     )
+    # the displayed score is calibrated with the model that is exported,
+    # on validation interactions it did not train on: the early-stopped
+    # model never saw the validation slice; the refit leaves out that of
+    # a share of the users
+    calibration_users = None
     if refit:
+        calibration_users = _calibration_users(prep, config)
         model, item_probability = _refit(
-            prep, config, state["best_epoch"], verbose
+            prep, config, state["best_epoch"], verbose, calibration_users
         )
         tf.train.Checkpoint(model=model).write(str(paths.final / "weights"))
+    sims, labels, owners = _calibration_pairs(
+        model, prep, config, calibration_users
+    )
+    np.savez(paths.calibration, similarity=sims, label=labels, user=owners)
 
     # final evaluation of the model and the baselines on the same split
     final_result, seen, heldout = evaluate_model(
@@ -446,7 +489,9 @@ def train(
         notes.append(
             f"The reported model was retrained from scratch for "
             f"{state['best_epoch']} epochs on training plus validation "
-            "(train.refit), the same data the baselines are fitted on."
+            "(train.refit), the same data the baselines are fitted on, "
+            f"less the validation part of {len(calibration_users)} users "
+            "kept back to calibrate the displayed score."
         )
     for name in config.eval.baselines:
         if name not in results:
@@ -457,6 +502,12 @@ def train(
         "epochs_run": len(state["history"]),
         "stopped_early": stopped_early,
         "refit": bool(refit),
+        "calibration": {
+            "model": "refit" if refit else "early-stopped",
+            "users": int(len(np.unique(owners))),
+            "pairs": int(len(sims)),
+            "positives": int(labels.sum()),
+        },
         "split": prep.split.sizes(),
         "num_users": prep.encoder.num_users,
         "num_items": prep.encoder.num_items,
@@ -476,23 +527,47 @@ def train(
     return summary
 
 
-def _refit(prep: Prepared, config, epochs: int, verbose: int):
-    """Trains a fresh model on train + validation for `epochs` epochs."""
+def _refit(
+    prep: Prepared,
+    config,
+    epochs: int,
+    verbose: int,
+    leave_out: np.ndarray,
+):
+    """Trains a fresh model on train + validation for `epochs` epochs.
+
+    Args:
+      prep: The prepared split.
+      config: The run's config.
+      epochs: Epochs to train (the early-stopped run's best).
+      verbose: Keras progress mode.
+      leave_out: User codes whose validation interactions stay out of
+        training (they calibrate the displayed score).
+    """
+    import pyarrow.compute as pc
     import tensorflow as tf
 
     from training.model import sampling_probabilities
 
-    log.info("refit: %d epochs on training plus validation", epochs)
-    tf.keras.utils.set_random_seed(config.train.seed)
-    probability = sampling_probabilities(
-        prep.full_examples.item, prep.encoder.num_items
+    log.info(
+        "refit: %d epochs on training plus validation (the validation part "
+        "of %d users kept back for calibration)",
+        epochs,
+        len(leave_out),
     )
+    tf.keras.utils.set_random_seed(config.train.seed)
+    validation = prep.split.validation
+    if len(leave_out):
+        kept_back = pa.array(prep.encoder.users.decode(leave_out), pa.string())
+        validation = validation.filter(
+            pc.invert(pc.is_in(validation["user_id"], value_set=kept_back))
+        )
+    sequences, examples = build_sequences(
+        pa.concat_tables([prep.split.train, validation]), prep.encoder
+    )
+    probability = sampling_probabilities(examples.item, prep.encoder.num_items)
     model, dataset = build_model(
-        config,
-        prep.encoder,
-        prep.full_sequences,
-        prep.full_examples,
-        probability,
+        config, prep.encoder, sequences, examples, probability
     )
     history = model.fit(
         dataset,
@@ -525,10 +600,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", help="TOML file with config sections")
     parser.add_argument(
         "--set",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config field, e.g. --set train.batch_size=512",
+        help="override config fields, e.g. --set train.batch_size=512 "
+        "model.temperature=0.1 (the flag may also be repeated)",
     )
     parser.add_argument(
         "--output", required=True, help="run directory to write"
@@ -565,7 +642,8 @@ def _main(argv=None) -> None:
             argv = saved.get("argv", []) + argv
         config = config_lib.load_config(paths.config)
     args = parse_args(argv)
-    if resume and (args.set or args.epochs or args.split or args.config):
+    given = args.set or args.epochs is not None or args.split or args.config
+    if resume and given:
         log.warning(
             "--resume continues with the run's saved config.toml; "
             "--config, --set, --epochs and --split are ignored"
@@ -574,7 +652,7 @@ def _main(argv=None) -> None:
         overrides = list(args.set)
         if args.split:
             overrides.append(f"data.split={args.split}")
-        if args.epochs:
+        if args.epochs is not None:
             overrides.append(f"train.epochs={args.epochs}")
         config = config_lib.load_config(args.config, overrides)
         paths = RunDir(args.output)
@@ -615,6 +693,11 @@ def _data_argv(argv: list[str]) -> list[str]:
             continue
         if name in skip:
             i += 1 if "=" in a else 2
+            # --set takes several KEY=VALUE words
+            while name == "--set" and "=" not in a and i < len(argv):
+                if argv[i].startswith("--"):
+                    break
+                i += 1
             continue
         out.append(a)
         i += 1

@@ -184,6 +184,12 @@ def tiny_log(write_text):
         (["--set", "train.epoch=3"], "train.epoch"),
         (["--set", "train.epochs=many"], "train.epochs"),
         (["--set", "model.temperature=-1"], "model.temperature"),
+        (["--epochs", "0"], "train.epochs"),
+        (["--set", "train.patience=2", "train.epoch=3"], "train.epoch"),
+        (
+            ["--set", "train.calibration_fraction=1"],
+            "train.calibration_fraction",
+        ),
         (["--user-col", "member"], "member"),
         (["--time-col", "when"], "when"),
     ],
@@ -212,3 +218,29 @@ def test_committed_default_config_matches_the_dataclass(repo_root):
     from training.config import Config, load_config
 
     assert load_config(repo_root / "configs" / "default.toml") == Config()
+
+
+def test_one_set_flag_takes_several_pairs_and_stays_out_of_data_flags():
+    from training import train
+
+    argv = [
+        "--interactions", "log.csv",
+        "--set", "train.patience=2", "model.temperature=0.1",
+        "--set=train.seed=3",
+        "--user-col", "uid",
+        "--output", "run",
+    ]  # fmt: skip
+
+    args = train.parse_args(argv)
+
+    assert args.set == [
+        "train.patience=2",
+        "model.temperature=0.1",
+        "train.seed=3",
+    ]
+    assert train._data_argv(argv) == [
+        "--interactions",
+        "log.csv",
+        "--user-col",
+        "uid",
+    ]

@@ -29,9 +29,11 @@ def run(num_items: int, num_queries: int, target: float) -> dict:
 
     from training.index import build_index, exact_top_k, recall_at_k
 
-    items = clustered_vectors(num_items, seed=0)
-    queries = clustered_vectors(2 * num_queries, seed=1)
-    tuning, held_out = queries[:num_queries], queries[num_queries:]
+    # one draw, so that items and both query sets share the clusters
+    vectors = clustered_vectors(num_items + 2 * num_queries, seed=0)
+    items = vectors[:num_items]
+    tuning = vectors[num_items : num_items + num_queries]
+    held_out = vectors[num_items + num_queries :]
 
     start = time.perf_counter()
     tuned = build_index(items, tuning, target_recall=target)

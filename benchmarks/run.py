@@ -108,39 +108,13 @@ def commands(args: argparse.Namespace, out: pathlib.Path) -> dict:
     return found
 
 
-def serving_command(args: argparse.Namespace, out: pathlib.Path):
-    """The serving benchmark's command line, or None while it is missing.
-
-    Looked up just before it runs: another module owns that file, and its
-    flags (``--output``, ``--quick``, ``--items``) are read from its
-    ``--help``.
-    """
-    if not (ROOT / "benchmarks" / "serving_benchmark.py").exists():
-        return None
+def serving_command(args: argparse.Namespace, out: pathlib.Path) -> list:
+    """The serving benchmark's command line."""
     command = [sys.executable, "-m", "benchmarks.serving_benchmark"]
-    flags = _help_text("benchmarks.serving_benchmark")
-    for flag in ("--output", "--out"):
-        if flag in flags:
-            command += [flag, str(out / "serving.json")]
-            break
-    if args.quick and "--quick" in flags:
-        command.append("--quick")
-    elif args.quick and "--items" in flags:
+    command += ["--output", str(out / "serving.json")]
+    if args.quick:
         command += ["--items", "20000", "--users", "2000", "--queries", "100"]
     return command
-
-
-def _help_text(module: str) -> str:
-    """The ``--help`` output of a benchmark module ('' if it fails)."""
-    done = subprocess.run(
-        [sys.executable, "-m", module, "--help"],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return done.stdout if done.returncode == 0 else ""
 
 
 def _env() -> dict:
@@ -227,6 +201,14 @@ SERVING_KEYS = (
     "http_p50_ms",
     "http_p99_ms",
     "raw_search_p50_ms",
+    "raw_search_p99_ms",
+    "signature_p50_ms",
+    "signature_p99_ms",
+    "signature_p50_ratio",
+    "inprocess_p50_ratio",
+    "inprocess_p99_ratio",
+    "http_p50_ratio",
+    "http_p99_ratio",
 )
 
 
@@ -292,14 +274,8 @@ def summarise(results: dict, runs: dict, args) -> dict:
     summary["serving"] = {
         key: _rounded(_find(serving, key), 3) for key in SERVING_KEYS
     }
-    summary["serving"]["inprocess_p50_over_raw_search_p50"] = _ratio(
-        summary["serving"]["inprocess_p50_ms"],
-        summary["serving"]["raw_search_p50_ms"],
-    )
     if serving is None:
-        summary["serving"]["note"] = (
-            "benchmarks/serving_benchmark.py missing or failed"
-        )
+        summary["serving"]["note"] = "benchmarks/serving_benchmark.py failed"
 
     loading = results.get("data") or {}
     summary["data"] = {
@@ -578,19 +554,11 @@ def main(argv=None) -> None:
 
     runs = {}
     planned = commands(args, out)
+    planned["serving"] = serving_command(args, out)
     for name in BENCHMARKS:
-        if name in args.skip:
-            continue
-        command = (
-            serving_command(args, out) if name == "serving" else planned[name]
-        )
-        if command is not None:
-            runs[name] = run_one(name, command, args.timeout)
-    serving_default = ROOT / "benchmarks" / "results" / "serving.json"
+        if name not in args.skip:
+            runs[name] = run_one(name, planned[name], args.timeout)
     results = {name: _read(out / f"{name}.json") for name in BENCHMARKS}
-    if results["serving"] is None and serving_default.exists():
-        # the serving benchmark may write only to its own default path
-        results["serving"] = _read(serving_default)
     earlier = _read(out / "summary.json") or {}
     for name in BENCHMARKS:
         if name in args.skip:

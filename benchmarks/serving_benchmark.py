@@ -11,7 +11,11 @@ and files as `training.export` (its `make_module` and
 is measured is the serving path, which does not care where the
 embeddings came from:
 
-  raw search   the SavedModel's serving_default signature, one user, k=10
+  raw search   a ScaNN searcher with the export's settings over the same
+               items, called directly (one TensorFlow op, eager) with the
+               user's query embedding, k=10
+  signature    the SavedModel's serving_default signature, one user, k=10
+               (id lookup, query tower, search, seen items dropped)
   in process   Recommender.recommend(user, k=10)
   over HTTP    POST /v1/recommend to `python -m serving.server` on
                loopback, one client, sequential requests
@@ -34,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+import typing
 
 import numpy as np
 
@@ -87,6 +92,21 @@ def _query_tower(user_vectors: np.ndarray, item_vectors: np.ndarray):
     return tower
 
 
+class BuiltExport(typing.NamedTuple):
+    """A synthetic export and what the raw search needs.
+
+    Attributes:
+      path: The version directory written.
+      searcher: A ScaNN searcher with the export's settings over the same
+        items, usable eagerly.
+      user_vectors: [num_users, dim] query embeddings of users u0, u1, ...
+    """
+
+    path: pathlib.Path
+    searcher: object
+    user_vectors: np.ndarray
+
+
 def build_export(
     export_dir: pathlib.Path,
     num_items: int,
@@ -94,13 +114,13 @@ def build_export(
     dim: int = 64,
     seen_per_user: int = 20,
     seed: int = 0,
-) -> pathlib.Path:
+) -> BuiltExport:
     """Writes version 1 of a synthetic export of the given size."""
     import tensorflow as tf
 
     from data.pipeline import Sequences
     from training.export import SIGNATURES, make_module
-    from training.index import build_index
+    from training.index import build_index, scann_builder
 
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
@@ -188,7 +208,10 @@ def build_export(
     logger.info(
         "built %d-item export in %.0f s", num_items, time.perf_counter() - start
     )
-    return target
+    # a searcher built the same way, for the raw search: the exported one
+    # lives inside the SavedModel
+    searcher = scann_builder(items, tuned.settings, 10).build()
+    return BuiltExport(target, searcher, users)
 
 
 def _percentiles(times_s: list[float]) -> tuple[float, float]:
@@ -207,20 +230,21 @@ def _time_calls(fn, args: list, warmup: int = 20) -> list[float]:
     return times
 
 
-def _time_pairs(first, second, args: list, warmup: int = 20):
-    """Latencies of `first(a)` and `second(a)`, interleaved per argument."""
+def _time_interleaved(fns: list, args: list, warmup: int = 20):
+    """Latencies of each `fn(a)`, the functions taking turns per argument.
+
+    Taking turns means drifting machine load affects every path alike.
+    """
     for a in args[:warmup]:
-        first(a)
-        second(a)
-    times_first, times_second = [], []
+        for fn in fns:
+            fn(a)
+    times = [[] for _ in fns]
     for a in args:
-        t = time.perf_counter()
-        first(a)
-        times_first.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        second(a)
-        times_second.append(time.perf_counter() - t)
-    return times_first, times_second
+        for fn, out in zip(fns, times, strict=True):
+            t = time.perf_counter()
+            fn(a)
+            out.append(time.perf_counter() - t)
+    return times
 
 
 def _free_port() -> int:
@@ -303,35 +327,49 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         export_dir = pathlib.Path(args.workdir or tmp) / "export"
-        build_export(export_dir, args.items, args.users)
+        built = build_export(export_dir, args.items, args.users)
         rng = np.random.default_rng(1)
-        users = [f"u{n}" for n in rng.integers(0, args.users, args.queries)]
+        codes = rng.integers(0, args.users, args.queries)
+        users = [f"u{n}" for n in codes]
 
         rec = Recommender.load(export_dir)
         signature = rec._model.signatures["serving_default"]
         k = tf.constant(10, tf.int32)
-        # Alternate the two per query, so that drifting machine load
-        # affects both alike.
-        raw, inprocess = _time_pairs(
-            lambda u: signature(user_ids=tf.constant([u]), k=k),
-            lambda u: rec.recommend(u, k=10),
+        vector_of = dict(zip(users, built.user_vectors[codes], strict=True))
+
+        def raw_search(user: str):
+            query = tf.constant(vector_of[user][None, :])
+            return built.searcher.search_batched(query, final_num_neighbors=10)
+
+        raw, sig, inprocess = _time_interleaved(
+            [
+                raw_search,
+                lambda u: signature(user_ids=tf.constant([u]), k=k),
+                lambda u: rec.recommend(u, k=10),
+            ],
             users,
         )
         http = measure_http(export_dir, users)
 
     raw_p50, raw_p99 = _percentiles(raw)
+    sig_p50, sig_p99 = _percentiles(sig)
     in_p50, in_p99 = _percentiles(inprocess)
     http_p50, http_p99 = _percentiles(http)
     result = {
         "num_items": args.items,
         "num_queries": args.queries,
         "k": 10,
+        "index": rec.metadata["index"],
         "raw_search_p50_ms": raw_p50,
         "raw_search_p99_ms": raw_p99,
+        "signature_p50_ms": sig_p50,
+        "signature_p99_ms": sig_p99,
         "inprocess_p50_ms": in_p50,
         "inprocess_p99_ms": in_p99,
         "http_p50_ms": http_p50,
         "http_p99_ms": http_p99,
+        "signature_p50_ratio": sig_p50 / raw_p50,
+        "signature_p99_ratio": sig_p99 / raw_p99,
         "inprocess_p50_ratio": in_p50 / raw_p50,
         "inprocess_p99_ratio": in_p99 / raw_p99,
         "http_p50_ratio": http_p50 / raw_p50,

@@ -329,8 +329,12 @@ def test_killed_export_leaves_no_version(trained_run, tmp_path):
         proc.wait()
 
     # only the hidden temporary directory is left, never a version
-    assert [p.name for p in root.iterdir() if p.name.isdigit()] == []
+    left = list(root.iterdir())
+    assert [p.name for p in left if p.name.isdigit()] == []
     assert export_lib.next_version(root) == 1
+    # the next export clears what the killed one left, then writes 1
+    export_lib.export(trained_run, root)
+    assert sorted(p.name for p in root.iterdir()) == ["1"]
 
 
 def test_failed_check_removes_the_temporary_version(

@@ -100,6 +100,57 @@ def _wait_for(condition, proc, timeout: float = 180):
     raise AssertionError("training did not finish an epoch in time")
 
 
+def test_early_stopping_keeps_the_best_epoch(tiny_log, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.train",
+            *data_flags(tiny_log),
+            *QUICK,
+            "--epochs",
+            "30",
+            # a high learning rate overfits this small log within a few
+            # epochs, so validation recall turns down well before 30
+            "--set",
+            "train.patience=1",
+            "train.learning_rate=0.02",
+            "--output",
+            str(run),
+        ],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run / "results.json").read_text())
+    history = [
+        json.loads(line)
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
+    recalls = [h["val_recall@10"] for h in history]
+
+    assert results["stopped_early"] is True
+    assert results["epochs_run"] == len(history) < 30
+    # patience 1: the epoch after the best one was worse, and it stopped
+    assert results["best_epoch"] == int(np.argmax(recalls)) + 1
+    assert results["epochs_run"] == results["best_epoch"] + 1
+    assert "early stopping" in proc.stderr
+    # without a refit the reported and exported model is the best epoch's
+    assert not (run / "final").exists()
+    assert (run / "best" / "weights.index").exists()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    report = (run / "report.md").read_text()
+    assert "plots/learning_curves.png" in report
+    assert "plots/recall_at_k.png" in report
+    assert "popularity" in report and "stopped early" in report
+    for png in ("learning_curves.png", "recall_at_k.png"):
+        assert (run / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+
+
 def test_killed_run_resumes_to_a_complete_report(tiny_log, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(

@@ -328,6 +328,31 @@ SIGNATURES = (
 )
 
 
+def _remove_abandoned(export_dir: pathlib.Path) -> None:
+    """Deletes temporary versions whose exporting process has died.
+
+    A killed export leaves its ``.tmp-<pid>-<id>`` folder behind (never a
+    numbered version); one whose process still runs is another export at
+    work and is left alone.
+    """
+    for path in export_dir.glob(f"{TMP_PREFIX}*"):
+        pid = path.name[len(TMP_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        log.info("removing %s, left by an export that was stopped", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def next_version(export_dir: pathlib.Path) -> int:
     """One more than the largest integer-named version present."""
     versions = (
@@ -380,8 +405,8 @@ def _library_versions() -> dict:
     return out
 
 
-def _held_out_queries(model, encoder, sequences, config, limit=2000):
-    """Query embeddings of users (a seeded sample) for tuning the index."""
+def _sample_queries(model, encoder, sequences, config, limit=4000):
+    """Query embeddings of a seeded sample of users, to tune and check."""
     rng = np.random.default_rng(config.train.seed)
     users = np.arange(1, encoder.num_users + 1)
     if len(users) > limit:
@@ -429,10 +454,14 @@ def export(
     # every catalogue item, cold ones included, gets a candidate embedding
     codes = np.arange(1, encoder.num_items + 1)
     embeddings = model.candidate_embeddings(codes)
-    queries = _held_out_queries(model, encoder, sequences, config)
+    queries = _sample_queries(model, encoder, sequences, config)
+    # the recall written to the metadata is measured on users the tuning
+    # did not see
+    tuning, held_out = queries[::2], queries[1::2]
     tuned = build_index(
         embeddings,
-        queries,
+        tuning,
+        held_out=held_out,
         target_recall=target_recall,
         exact=exact,
         identifiers=codes.astype(np.int32),
@@ -470,7 +499,9 @@ def export(
     )
 
     export_dir.mkdir(parents=True, exist_ok=True)
-    tmp = export_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    _remove_abandoned(export_dir)
+    # the pid in the name tells a later export whether its writer is alive
+    tmp = export_dir / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
     # TensorFlow logs (through absl) a line per signature about renamed
     # captured inputs: noise for anyone reading the export's log
     quiet = [logging.getLogger(n) for n in ("absl", "tensorflow")]
@@ -507,11 +538,17 @@ def export(
             "index": {
                 **tuned.settings.to_dict(),
                 "exact": tuned.settings.kind == "brute_force",
-                "recall_at_10": tuned.recall_at_10,
+                "recall_at_10": (
+                    tuned.held_out_recall_at_10
+                    if tuned.held_out_recall_at_10 is not None
+                    else tuned.recall_at_10
+                ),
+                "tuning_recall_at_10": tuned.recall_at_10,
+                "held_out_queries": int(len(held_out)),
                 "target_recall_at_10": target_recall,
                 "single_query_ms": tuned.single_query_ms,
                 "batch_queries_per_second": tuned.batch_queries_per_second,
-                "tuning_queries": int(len(queries)),
+                "tuning_queries": int(len(tuning)),
             },
             "metrics": results.get("results", {}),
             "evaluated_on": results.get("evaluated_on"),
@@ -544,7 +581,7 @@ def export(
         version,
         target,
         tuned.settings.kind,
-        tuned.recall_at_10,
+        metadata["index"]["recall_at_10"],
     )
     return target
 

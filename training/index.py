@@ -73,7 +73,7 @@ def default_settings(
     )
 
 
-def _builder(embeddings, settings: IndexSettings, k: int):
+def scann_builder(embeddings, settings: IndexSettings, k: int):
     """A ScaNN TensorFlow-op builder for `settings`."""
     builder = scann_ops.builder(embeddings, k, "dot_product")
     if settings.kind == "brute_force":
@@ -115,7 +115,7 @@ class ScaNNIndex(tfrs.layers.factorized_top_k.ScaNN):
         self.settings = settings
 
         def build(candidates):
-            return _builder(candidates, settings, k).build(
+            return scann_builder(candidates, settings, k).build(
                 shared_name=f"{self.name}/{uuid.uuid4()}"
             )
 
@@ -139,13 +139,24 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 @dataclasses.dataclass
 class TunedIndex:
-    """An indexed layer with what tuning measured."""
+    """An indexed layer with what tuning measured.
+
+    Attributes:
+      layer: The indexed ScaNN layer.
+      settings: Its settings.
+      recall_at_10: Recall@10 against exact search on the tuning queries.
+      single_query_ms: Median latency of one query through the layer.
+      batch_queries_per_second: Throughput of one batched call.
+      held_out_recall_at_10: The same recall on queries the tuning never
+        saw, when some were given (else None).
+    """
 
     layer: ScaNNIndex
     settings: IndexSettings
     recall_at_10: float
     single_query_ms: float
     batch_queries_per_second: float
+    held_out_recall_at_10: float | None = None
 
 
 def _measure(layer, queries: np.ndarray, truth: np.ndarray):
@@ -173,6 +184,7 @@ def build_index(
     identifiers: np.ndarray | None = None,
     min_results: int = 0,
     brute_force_below: int = BRUTE_FORCE_BELOW,
+    held_out: np.ndarray | None = None,
 ) -> TunedIndex:
     """Builds and tunes a ScaNN layer over candidate embeddings.
 
@@ -187,6 +199,8 @@ def build_index(
         candidates; it is raised to at least this many.
       brute_force_below: Catalogues smaller than this are searched by
         brute force.
+      held_out: [num_held_out, dim] further queries, used only to measure
+        the final recall.
 
     Returns:
       The indexed layer, its settings and the measured recall and speed.
@@ -222,15 +236,23 @@ def build_index(
         if not wider:
             break
         settings = dataclasses.replace(settings, num_leaves_to_search=wider[0])
+    held_out_recall = None
+    if held_out is not None and len(held_out):
+        held_out = np.asarray(held_out, np.float32)
+        _, found = layer(tf.constant(held_out), k=10)
+        held_out_recall = recall_at_k(
+            found.numpy(), identifiers[exact_top_k(held_out, embeddings, 10)]
+        )
     log.info(
-        "index %s: recall@10 %.4f against exact search, %.3f ms per "
-        "query, %.0f queries/s batched",
+        "index %s: recall@10 %.4f against exact search (%s on held-out "
+        "queries), %.3f ms per query, %.0f queries/s batched",
         settings.kind,
         recall,
+        "n/a" if held_out_recall is None else f"{held_out_recall:.4f}",
         ms,
         qps,
     )
-    return TunedIndex(layer, settings, recall, ms, qps)
+    return TunedIndex(layer, settings, recall, ms, qps, held_out_recall)
 
 
 def _tune(embeddings, queries, truth, settings, target):
@@ -247,7 +269,7 @@ def _tune(embeddings, queries, truth, settings, target):
     widest = dataclasses.replace(
         settings, num_leaves_to_search=leaves, num_reordering_candidates=400
     )
-    searcher = _builder(embeddings, widest, 10).build()
+    searcher = scann_builder(embeddings, widest, 10).build()
 
     def search(leaves_to_search, reorder):
         return searcher.search_batched(

@@ -572,9 +572,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument(
         "--hnsw-ef-construction",
-        default="200,48",
-        help="efConstruction: one value, or one per size (the last repeats);"
-        " 1M vectors at 48 took 225 s on 2 cores, so 200 would take ~15 min",
+        default="200",
+        help="efConstruction: one value, or one per size (the last "
+        "repeats); default 200 at every size",
     )
     parser.add_argument(
         "--hnsw-ef-search",

@@ -1,6 +1,6 @@
 """Runs every benchmark and writes one summary with plots.
 
-    python -m benchmarks.run            # full run (about 30 min on 2 cores)
+    python -m benchmarks.run            # full run (about 10 min on 2 cores)
     python -m benchmarks.run --quick    # smoke run on small sizes
 
 Each benchmark runs in its own process (so that thread settings and peak
@@ -527,9 +527,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument(
         "--hnsw-ef-construction",
-        default="200,48",
-        help="HNSW efConstruction, one value or one per size: building 1M "
-        "vectors at 48 took 225 s on 2 cores; at 200, about 15 min",
+        default="200",
+        help="HNSW efConstruction, one value or one per size (default 200 "
+        "at every size)",
     )
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument(

@@ -446,7 +446,7 @@ def plot_retrieval(label: str, result: dict, path: pathlib.Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower left")
-    axes[1].set_title("(the export's batches use ScaNN's threads)", fontsize=8)
+    axes[1].set_title("(every search on one thread)", fontsize=8)
     fig.suptitle(f"Retrieval on {result['items']:,} clustered 64-d vectors")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

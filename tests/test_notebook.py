@@ -5,7 +5,9 @@ from __future__ import annotations
 import pathlib
 import sys
 
-import pytest
+import nbclient
+import nbformat
+from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
 
 NOTEBOOK = (
     pathlib.Path(__file__).resolve().parents[1]
@@ -17,7 +19,6 @@ TIMEOUT_S = 240
 
 
 def test_committed_notebook_has_no_outputs():
-    nbformat = pytest.importorskip("nbformat")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     dirty = [
         i
@@ -32,11 +33,6 @@ def test_committed_notebook_has_no_outputs():
 
 
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
-
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # an extra last cell (in memory only) reports the kernel's interpreter
     notebook.cells.append(
@@ -65,3 +61,12 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     assert "recommend(" in printed
     assert "similar to" in printed
     assert f"prefix {sys.prefix}" in printed, "kernel ran another Python"
+    # the report's two plots (learning curves, recall@k) are displayed
+    images = [
+        output
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(images) >= 2

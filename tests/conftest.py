@@ -146,18 +146,24 @@ def trained_run(synthetic_log, tmp_path_factory) -> Path:
     return run
 
 
-@pytest.fixture(scope="session")
-def exported(trained_run, tmp_path_factory) -> Path:
-    """The export root of `trained_run`, holding version 1 (brute force)."""
-    root = tmp_path_factory.mktemp("exported") / "export"
+def run_export(run_dir: Path, export_dir: Path, *flags: str) -> None:
+    """`python -m training.export` of `run_dir` into `export_dir`."""
     run_python(
         "-m",
         "training.export",
         "--run",
-        str(trained_run),
+        str(run_dir),
         "--output",
-        str(root),
+        str(export_dir),
+        *flags,
     )
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory) -> Path:
+    """The export root of `trained_run`, holding version 1 (brute force)."""
+    root = tmp_path_factory.mktemp("exported") / "export"
+    run_export(trained_run, root)
     return root
 
 

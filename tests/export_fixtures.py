@@ -21,7 +21,7 @@ import pathlib
 import pytest
 
 import data  # noqa: F401  (Keras 2 before TensorFlow)
-from tests.conftest import run_python
+from tests.conftest import run_export
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _CACHE: dict[str, object] = {}
@@ -44,16 +44,9 @@ class ExportBuild:
     version_dir: pathlib.Path
 
 
-def run_module(module: str, *args: str, timeout: float = 180) -> str:
-    """Runs `python -m module args`, returning stdout; fails with stderr."""
-    return run_python("-m", module, *args, timeout=timeout).stdout
-
-
 def export_new_version(run_dir: pathlib.Path, export_dir: pathlib.Path):
     """Writes the next version of `export_dir` from `run_dir`."""
-    run_module(
-        "training.export", "--run", str(run_dir), "--output", str(export_dir)
-    )
+    run_export(run_dir, export_dir)
 
 
 @pytest.fixture(scope="session")

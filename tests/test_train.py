@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT, data_flags, subprocess_env
+from tests.conftest import REPO_ROOT, data_flags, run_python, subprocess_env
 from training.config import load_config
 
 # Small and fast: 300 users x 200 items, one baseline, no refit.
@@ -102,30 +102,21 @@ def _wait_for(condition, proc, timeout: float = 180):
 
 def test_early_stopping_keeps_the_best_epoch(tiny_log, tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.train",
-            *data_flags(tiny_log),
-            *QUICK,
-            "--epochs",
-            "30",
-            # a high learning rate overfits this small log within a few
-            # epochs, so validation recall turns down well before 30
-            "--set",
-            "train.patience=1",
-            "train.learning_rate=0.02",
-            "--output",
-            str(run),
-        ],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = run_python(
+        "-m",
+        "training.train",
+        *data_flags(tiny_log),
+        *QUICK,
+        "--epochs",
+        "30",
+        # a high learning rate overfits this small log within a few
+        # epochs, so validation recall turns down well before 30
+        "--set",
+        "train.patience=1",
+        "train.learning_rate=0.02",
+        "--output",
+        str(run),
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((run / "results.json").read_text())
     history = [
         json.loads(line)

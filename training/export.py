@@ -456,7 +456,7 @@ def export(
     embeddings = model.candidate_embeddings(codes)
     queries = _sample_queries(model, encoder, sequences, config)
     # the recall written to the metadata is measured on users the tuning
-    # did not see
+    # did not see (and the search widened until it reaches the target)
     tuning, held_out = queries[::2], queries[1::2]
     tuned = build_index(
         embeddings,

@@ -142,6 +142,36 @@ def test_early_stopping_keeps_the_best_epoch(tiny_log, tmp_path):
         assert (run / "plots" / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_same_seed_gives_the_same_run(tiny_log, tmp_path):
+    def run(name: str) -> tuple[list[float], dict]:
+        out = tmp_path / name
+        run_python(
+            "-m",
+            "training.train",
+            *data_flags(tiny_log),
+            *QUICK,
+            "--epochs",
+            "2",
+            "--set",
+            "train.seed=7",
+            "--output",
+            str(out),
+        )
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        results = json.loads((out / "results.json").read_text())
+        return [json.loads(line)["loss"] for line in lines], results
+
+    first_losses, first = run("a")
+    second_losses, second = run("b")
+
+    # float noise at most: same data order, initial weights and dropout
+    np.testing.assert_allclose(first_losses, second_losses, rtol=1e-5)
+    for metric, value in first["results"]["model"].items():
+        assert second["results"]["model"][metric] == pytest.approx(
+            value, abs=1e-4
+        ), metric
+
+
 def test_killed_run_resumes_to_a_complete_report(tiny_log, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(

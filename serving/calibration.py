@@ -116,12 +116,22 @@ def linear() -> Calibration:
     return Calibration(kind=LINEAR, x=(-1.0, 1.0), y=(0.0, 1.0))
 
 
-def fit_isotonic(similarity: Any, label: Any) -> Calibration:
+def fit_isotonic(
+    similarity: Any, label: Any, min_pairs_per_bin: int = 200
+) -> Calibration:
     """Fits an increasing isotonic map from similarity to P(interaction).
+
+    The pairs are first pooled into bins of equal count (by similarity),
+    and the isotonic regression runs over the bins' mean similarity and
+    positive rate, weighted by their size. With positives a few percent of
+    the pairs, a fit over single pairs puts steps on a handful of lucky
+    hits at the ends of the range; bins keep every step on at least
+    `min_pairs_per_bin` pairs.
 
     Args:
       similarity: `[num_pairs]` cosine similarity of a recommended item.
       label: `[num_pairs]` 1 if the user later interacted with it, else 0.
+      min_pairs_per_bin: Smallest bin; fewer pairs make a single bin.
 
     Returns:
       An isotonic `Calibration` holding the fitted breakpoints.
@@ -152,15 +162,23 @@ def fit_isotonic(similarity: Any, label: Any) -> Calibration:
     if not np.all((labels == 0) | (labels == 1)):
         raise ValueError("label must hold only 0 and 1")
 
+    order = np.argsort(sims, kind="stable")
+    bins = np.array_split(order, max(1, sims.size // min_pairs_per_bin))
     model = IsotonicRegression(
         increasing=True, y_min=0.0, y_max=1.0, out_of_bounds="clip"
     )
-    model.fit(sims, labels.astype(np.float64))
+    model.fit(
+        [sims[b].mean() for b in bins],
+        [labels[b].mean() for b in bins],
+        sample_weight=[len(b) for b in bins],
+    )
     x = np.asarray(model.X_thresholds_, dtype=np.float64)
     y = np.clip(np.asarray(model.y_thresholds_, dtype=np.float64), 0, 1)
     logger.info(
-        "isotonic calibration: %d pairs, %d breakpoints, positive rate %.4f",
+        "isotonic calibration: %d pairs in %d bins, %d breakpoints, positive "
+        "rate %.4f",
         sims.size,
+        len(bins),
         x.size,
         labels.mean(),
     )

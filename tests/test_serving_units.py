@@ -25,15 +25,33 @@ def test_isotonic_by_hand():
     # Labels 0 | 1, 0, 0 | 1, 1 at sims 0.1..0.6: pool-adjacent-violators
     # merges the middle three into one block of mean 1/3. Between block
     # ends the map is linear: at 0.15, half way from 0 to 1/3.
+    # (Bins of one pair: the plain isotonic regression.)
     sims = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     labels = [0, 1, 0, 0, 1, 1]
-    cal = calibration.fit_isotonic(sims, labels)
+    cal = calibration.fit_isotonic(sims, labels, min_pairs_per_bin=1)
     np.testing.assert_allclose(
         cal.apply([0.0, 0.1, 0.15, 0.3, 0.4, 0.5, 0.9]),
         [0.0, 0.0, 1 / 6, 1 / 3, 1 / 3, 1.0, 1.0],
         rtol=1e-6,
     )
     assert cal.kind == "isotonic" and cal.num_pairs == 6
+
+
+def test_isotonic_over_bins_by_hand():
+    # Bins of two pairs (given out of order): sims 0.15, 0.35, 0.55, 0.75
+    # with positive rates 0, 1/2, 1/2, 1, already increasing. Between bin
+    # means the map is linear; outside them it is flat.
+    sims = [0.8, 0.1, 0.3, 0.2, 0.5, 0.4, 0.6, 0.7]
+    labels = [1, 0, 1, 0, 0, 0, 1, 1]
+    cal = calibration.fit_isotonic(sims, labels, min_pairs_per_bin=2)
+    np.testing.assert_allclose(
+        cal.apply([0.0, 0.15, 0.25, 0.45, 0.65, 0.75, 0.9]),
+        [0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0],
+        rtol=1e-6,
+    )
+    # too few pairs for two bins: one bin, the overall rate everywhere
+    one = calibration.fit_isotonic(sims, labels, min_pairs_per_bin=5)
+    np.testing.assert_allclose(one.apply([0.0, 0.5, 1.0]), [0.5] * 3)
 
 
 def test_isotonic_monotone_bounded_round_trip():

@@ -332,7 +332,8 @@ def test_calibration_pairs_come_from_the_exported_model(trained_run):
     config, _, model, _ = export_lib.load_run(trained_run)
     argv = json.loads((trained_run / "data_args.json").read_text())["argv"]
     args = train_lib.parse_args([*argv, "--output", str(trained_run)])
-    prep = train_lib.prepare(data_cli.load_from_args(args), config)
+    loaded = data_cli.load_from_args(args)
+    prep = train_lib.prepare_refit(loaded, train_lib.prepare(loaded, config))
     stored = np.load(trained_run / "calibration.npz")
     results = json.loads((trained_run / "results.json").read_text())
     users = np.unique(stored["user"])
@@ -352,3 +353,12 @@ def test_calibration_pairs_come_from_the_exported_model(trained_run):
     np.testing.assert_allclose(sims, stored["similarity"], atol=1e-5)
     np.testing.assert_array_equal(labels, stored["label"])
     np.testing.assert_array_equal(owners, stored["user"])
+    # the test stage ranked every item of training plus validation, and
+    # export reads that vocabulary
+    part = set(prep.split.train["item_id"].to_pylist()) | set(
+        prep.split.validation["item_id"].to_pylist()
+    )
+    assert results["num_trained_items"] == len(part)
+    assert set(prep.encoder.items.to_list()[: len(part)]) == part
+    vocab = json.loads((trained_run / "encoder" / "vocab.json").read_text())
+    assert vocab["num_trained_items"] == len(part)

@@ -94,6 +94,38 @@ def prepare(data: LoadedData, config: config_lib.Config) -> Prepared:
     )
 
 
+def prepare_refit(data: LoadedData, prep: Prepared) -> Prepared:
+    """The same split, encoded with vocabularies of the training part.
+
+    The refit trains on training plus validation, and the test stage of the
+    protocol ranks every item of that training part: items first seen in
+    the validation slice get trained codes (and id embeddings) here, which
+    the early-stopping phase's vocabulary (training split only) does not
+    give them.
+    """
+    from training.model import sampling_probabilities
+
+    training_part = pa.concat_tables([prep.split.train, prep.split.validation])
+    encoder = Encoder(training_part, data.items, data.users)
+    sequences, examples = build_sequences(prep.split.train, encoder)
+    full_sequences, full_examples = build_sequences(training_part, encoder)
+    log.info(
+        "refit vocabulary: %d items seen in training plus validation (%d "
+        "in training alone)",
+        encoder.num_trained_items,
+        prep.encoder.num_trained_items,
+    )
+    return Prepared(
+        prep.split,
+        encoder,
+        sequences,
+        examples,
+        full_sequences,
+        full_examples,
+        sampling_probabilities(examples.item, encoder.num_items),
+    )
+
+
 def build_model(
     config: config_lib.Config,
     encoder: Encoder,
@@ -435,6 +467,9 @@ def train(
     # a share of the users
     calibration_users = None
     if refit:
+        prep = prepare_refit(data, prep)
+        # export reads the refit model with this vocabulary
+        prep.encoder.save(paths.encoder)
         calibration_users = _calibration_users(prep, config)
         model, item_probability = _refit(
             prep, config, state["best_epoch"], verbose, calibration_users
@@ -479,8 +514,8 @@ def train(
     notes = [
         f"Split: {prep.split.method}; evaluated on the {evaluated_on} set "
         f"({final_result.num_users} users), full ranking over the "
-        f"{prep.encoder.num_trained_items} training items with seen items "
-        "masked.",
+        f"{prep.encoder.num_trained_items} items of the training "
+        f"{'part' if refit else 'split'} with seen items masked.",
         f"Best epoch {state['best_epoch']} of {len(state['history'])} by "
         f"validation {monitor}"
         + (" (stopped early)." if stopped_early else "."),

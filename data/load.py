@@ -122,11 +122,13 @@ def load(
         columns = tfds_source.default_columns(interactions, columns, "log")
     table = read_interactions(interactions, columns)
     report.rows_read = table.num_rows
-    table, report.duplicates_dropped = drop_duplicates(table)
+    table, dropped_rows = drop_duplicates(table)
+    report.duplicates_dropped = len(dropped_rows)
     if report.duplicates_dropped:
         message = (
             f"{interactions}: dropped {report.duplicates_dropped} duplicate "
-            "rows (same user, item and timestamp); the first of each is kept"
+            f"rows (same user, item and timestamp; {_rows(dropped_rows)}); "
+            "the first of each is kept"
         )
         logger.warning(message)
         report.warnings.append(message)
@@ -960,14 +962,16 @@ def _check_unique(
 # ---------------------------------------------------------------------------
 
 
-def drop_duplicates(table: pa.Table) -> tuple[pa.Table, int]:
+def drop_duplicates(table: pa.Table) -> tuple[pa.Table, np.ndarray]:
     """Drops repeated (user, item, timestamp) rows, keeping the first.
 
     Returns:
-      The table in its original order and how many rows were dropped.
+      The table in its original order, and the file rows (the ``row``
+      column) of the rows dropped, in file order.
     """
+    none = np.zeros(0, np.int64)
     if table.num_rows < 2:
-        return table, 0
+        return table, none
 
     # Small integer codes for users and items make one int64 sort key.
     users = _codes(table.column("user_id"))
@@ -987,20 +991,28 @@ def drop_duplicates(table: pa.Table) -> tuple[pa.Table, int]:
         starts = np.flatnonzero(
             np.r_[True, (pairs[1:] != pairs[:-1]) | (times[1:] != times[:-1])]
         )
-    dropped = table.num_rows - len(starts)
-    if dropped == 0:
-        return table, 0
+    if len(starts) == table.num_rows:
+        return table, none
 
     # The sort is not stable, so keep the earliest row of each group.
     keep = np.zeros(table.num_rows, dtype=bool)
     keep[np.minimum.reduceat(order, starts)] = True
-    return table.filter(pa.array(keep)), dropped
+    rows = table.column("row").to_numpy()[~keep]
+    return table.filter(pa.array(keep)), rows
 
 
 def _codes(values: pa.ChunkedArray) -> np.ndarray:
     """Dense int64 codes of a string column (equal strings, equal codes)."""
     encoded = pc.dictionary_encode(values.combine_chunks())
     return encoded.indices.to_numpy().astype(np.int64)
+
+
+def _rows(rows: np.ndarray) -> str:
+    """'row 4' or 'rows 4, 9, 12, ...': the first few file rows."""
+    shown = ", ".join(str(r) for r in rows[:_EXAMPLES_SHOWN])
+    more = ", ..." if len(rows) > _EXAMPLES_SHOWN else ""
+    word = "row" if len(rows) == 1 else "rows"
+    return f"{word} {shown}{more} ({ROW_NOTE})"
 
 
 def _check_unknown_items(
@@ -1020,11 +1032,12 @@ def _check_unknown_items(
         return table
     examples = pc.unique(table.column("item_id").filter(pc.invert(known)))
     shown = ", ".join(repr(v) for v in examples[:_EXAMPLES_SHOWN].to_pylist())
+    rows = table.column("row").filter(pc.invert(known)).to_numpy()
     action = "dropped" if policy == "drop" else "kept"
     message = (
         f"{log_source}: {unknown} interactions ({len(examples)} distinct "
-        f"items, e.g. {shown}) name items missing from {item_source}; "
-        f"{action} (--unknown-items {policy})"
+        f"items, e.g. {shown}; {_rows(rows)}, column 'item_id') name items "
+        f"missing from {item_source}; {action} (--unknown-items {policy})"
     )
     logger.warning(message)
     report.warnings.append(message)

@@ -135,7 +135,8 @@ def test_duplicates_dropped_and_counted(write_text, caplog):
     loaded = load(str(path))
     assert loaded.report.duplicates_dropped == 2
     assert loaded.interactions.column("row").to_pylist() == [1, 2, 4]
-    assert "duplicate" in caplog.text
+    # the repeats of row 1 are rows 3 and 5
+    assert "duplicate" in caplog.text and "rows 3, 5 (" in caplog.text
 
 
 @pytest.mark.parametrize("policy, rows", [("keep", 3), ("drop", 2)])
@@ -149,6 +150,7 @@ def test_unknown_items(write_text, caplog, policy, rows):
     assert loaded.report.unknown_items_dropped == (policy == "drop")
     assert loaded.interactions.num_rows == rows
     assert "'9'" in caplog.text
+    assert "row 3 (" in caplog.text and "column 'item_id'" in caplog.text
 
 
 def test_bad_unknown_items_policy(write_text):

@@ -345,6 +345,11 @@ def test_calibration_pairs_come_from_the_exported_model(trained_run):
 
     # the refit model (what export reads) scored a kept-back share of the
     # validation users
+    # the load report is kept with the run
+    loaded_rows = (
+        results["data"]["rows_read"] - results["data"]["duplicates_dropped"]
+    )
+    assert loaded_rows == sum(prep.split.sizes().values())
     assert results["calibration"]["model"] == "refit"
     assert results["calibration"]["users"] == len(users)
     assert len(users) == round(

@@ -543,6 +543,7 @@ def train(
             "pairs": int(len(sims)),
             "positives": int(labels.sum()),
         },
+        "data": dataclasses.asdict(data.report),
         "split": prep.split.sizes(),
         "num_users": prep.encoder.num_users,
         "num_items": prep.encoder.num_items,

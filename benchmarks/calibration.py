@@ -1,6 +1,7 @@
 """How well the displayed score is calibrated, on held-out users.
 
-    python -m benchmarks.calibration --run demo/run [--splits 20]
+    python -m benchmarks.calibration --run demo/run [--splits 20] \
+        [--out benchmarks/results/calibration_demo.json]
 
 Reads a training run's ``calibration.npz`` (the calibration users' top
 candidates, their similarity and whether the user went on to interact with
@@ -64,10 +65,16 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--run", required=True, type=pathlib.Path)
     parser.add_argument("--splits", type=int, default=20)
+    parser.add_argument("--out", type=pathlib.Path, help="JSON to write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     pairs = dict(np.load(args.run / "calibration.npz"))
-    print(json.dumps(compare(pairs, args.splits), indent=2))
+    result = compare(pairs, args.splits)
+    text = json.dumps(result, indent=2) + "\n"
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(text, end="")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Runs every benchmark and writes one summary with plots.
 
-    python -m benchmarks.run            # full run (about 10 min on 2 cores)
+    python -m benchmarks.run            # full run (about 7 min on 2 cores)
     python -m benchmarks.run --quick    # smoke run on small sizes
 
 Each benchmark runs in its own process (so that thread settings and peak

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -418,17 +419,33 @@ def read_raw(
     tables = []
     for path in files:
         name = str(path)
-        if fmt in ("csv", "tsv"):
-            table = _read_csv(path, fmt, wanted, role, every_column)
-        elif fmt == "parquet":
-            table = _read_parquet(path, wanted, role, every_column)
-        else:
-            table = _read_json_lines(path)
-            _check_columns(table.column_names, wanted, name, role)
-            if not every_column:
-                table = table.select(list(wanted))
+        try:
+            table = _read_one(path, fmt, wanted, role, every_column)
+        except (OSError, EOFError, zlib.error) as error:
+            # unreadable, or a damaged or truncated gzip stream
+            raise DataError(
+                f"cannot read the file ({type(error).__name__}: {error}); "
+                "check that it is complete and readable",
+                source=name,
+            ) from None
         tables.append((name, table))
     return tables
+
+
+def _read_one(
+    path: Path,
+    fmt: str,
+    wanted: Mapping[str, str],
+    role: str,
+    every_column: bool,
+) -> pa.Table:
+    if fmt in ("csv", "tsv"):
+        return _read_csv(path, fmt, wanted, role, every_column)
+    if fmt == "parquet":
+        return _read_parquet(path, wanted, role, every_column)
+    table = _read_json_lines(path)
+    _check_columns(table.column_names, wanted, str(path), role)
+    return table if every_column else table.select(list(wanted))
 
 
 def _check_columns(
@@ -547,7 +564,7 @@ def _read_parquet(
     name = str(path)
     try:
         found = list(pq.read_schema(path).names)
-    except (pa.ArrowInvalid, OSError) as error:
+    except pa.ArrowInvalid as error:
         raise DataError(
             f"cannot read as Parquet ({error}); is the file complete, and "
             "is it Parquet? (the format comes from the file name's suffix)",
@@ -558,7 +575,7 @@ def _read_parquet(
         return pq.read_table(
             path, columns=None if every_column else list(wanted)
         )
-    except (pa.ArrowInvalid, OSError) as error:
+    except pa.ArrowInvalid as error:
         raise DataError(
             f"cannot read its data ({error}); the file may be truncated or "
             "damaged: write it again",

@@ -416,7 +416,9 @@ class Recommender:
             for user_id, ok, cand in zip(batch, known, rows_of, strict=True):
                 if not ok:
                     items = []
-                elif len(cand.rows) < k and not self.index_exact:
+                elif (
+                    exclude_seen and len(cand.rows) < k and not self.index_exact
+                ):
                     # an approximate index can come back short (it reorders
                     # a bounded number of candidates): the single-user path
                     # then searches exactly

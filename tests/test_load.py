@@ -393,6 +393,20 @@ def test_damaged_parquet_is_a_data_error(tmp_path):
     assert "log.parquet" in str(error.value)
 
 
+@pytest.mark.parametrize("name", ["log.csv.gz", "log.jsonl.gz"])
+def test_damaged_gzip_is_a_data_error(write_text, tmp_path, name):
+    # a truncated stream, and one that is not gzip at all
+    good = write_text(name, "user_id,item_id,timestamp\n" + "a,x,1\n" * 500)
+    truncated = tmp_path / f"cut-{name}"
+    truncated.write_bytes(good.read_bytes()[:40])
+    garbage = tmp_path / f"junk-{name}"
+    garbage.write_bytes(b"this is not gzip at all\n")
+    for path in (truncated, garbage):
+        with pytest.raises(DataError, match="cannot read") as error:
+            load(str(path))
+        assert path.name in str(error.value)
+
+
 def test_nested_json_values_are_a_data_error(write_text):
     path = write_text(
         "log.jsonl",

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from tests.conftest import REPO_ROOT, data_flags, run_python, subprocess_env
@@ -333,37 +334,46 @@ def test_calibration_pairs_come_from_the_exported_model(trained_run):
     argv = json.loads((trained_run / "data_args.json").read_text())["argv"]
     args = train_lib.parse_args([*argv, "--output", str(trained_run)])
     loaded = data_cli.load_from_args(args)
-    prep = train_lib.prepare_refit(loaded, train_lib.prepare(loaded, config))
+    first = train_lib.prepare(loaded, config)
+    kept_back = first.encoder.users.decode(
+        train_lib._calibration_users(first, config)
+    )
+    prep, refit_rows = train_lib.prepare_refit(loaded, first, kept_back)
     stored = np.load(trained_run / "calibration.npz")
     results = json.loads((trained_run / "results.json").read_text())
-    users = np.unique(stored["user"])
-    validation_users = len(set(prep.split.validation["user_id"].to_pylist()))
+    users = prep.encoder.user_codes(pa.array(kept_back, pa.string()))
+    validation_users = set(prep.split.validation["user_id"].to_pylist())
 
     sims, labels, owners = train_lib._calibration_pairs(
         model, prep, config, users
     )
 
-    # the refit model (what export reads) scored a kept-back share of the
-    # validation users
+    # a seeded share of the validation users, kept out of the refit
+    assert len(kept_back) == round(
+        config.train.calibration_fraction * len(validation_users)
+    )
+    assert set(kept_back) <= validation_users
+    refit_users = refit_rows["user_id"].to_pylist()
+    train_rows = first.split.train.num_rows
+    assert not set(kept_back) & set(refit_users[train_rows:])
+    # the refit model (what export reads) scored those users
+    assert results["calibration"]["model"] == "refit"
+    assert results["calibration"]["users"] == len(kept_back)
+    np.testing.assert_array_equal(np.unique(stored["user"]), np.sort(users))
+    np.testing.assert_allclose(sims, stored["similarity"], atol=1e-5)
+    np.testing.assert_array_equal(labels, stored["label"])
+    np.testing.assert_array_equal(owners, stored["user"])
+    # the test stage ranked every item the refit trained on, and export
+    # reads that vocabulary
+    trained_items = set(refit_rows["item_id"].to_pylist())
+    assert results["num_trained_items"] == len(trained_items)
+    assert set(prep.encoder.items.to_list()[: len(trained_items)]) == (
+        trained_items
+    )
+    vocab = json.loads((trained_run / "encoder" / "vocab.json").read_text())
+    assert vocab["num_trained_items"] == len(trained_items)
     # the load report is kept with the run
     loaded_rows = (
         results["data"]["rows_read"] - results["data"]["duplicates_dropped"]
     )
     assert loaded_rows == sum(prep.split.sizes().values())
-    assert results["calibration"]["model"] == "refit"
-    assert results["calibration"]["users"] == len(users)
-    assert len(users) == round(
-        config.train.calibration_fraction * validation_users
-    )
-    np.testing.assert_allclose(sims, stored["similarity"], atol=1e-5)
-    np.testing.assert_array_equal(labels, stored["label"])
-    np.testing.assert_array_equal(owners, stored["user"])
-    # the test stage ranked every item of training plus validation, and
-    # export reads that vocabulary
-    part = set(prep.split.train["item_id"].to_pylist()) | set(
-        prep.split.validation["item_id"].to_pylist()
-    )
-    assert results["num_trained_items"] == len(part)
-    assert set(prep.encoder.items.to_list()[: len(part)]) == part
-    vocab = json.loads((trained_run / "encoder" / "vocab.json").read_text())
-    assert vocab["num_trained_items"] == len(part)

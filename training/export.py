@@ -19,6 +19,7 @@ import logging
 import os
 import pathlib
 import shutil
+import socket
 import uuid
 
 import numpy as np
@@ -331,16 +332,24 @@ SIGNATURES = (
 def _remove_abandoned(export_dir: pathlib.Path) -> None:
     """Deletes temporary versions whose exporting process has died.
 
-    A killed export leaves its ``.tmp-<pid>-<id>`` folder behind (never a
-    numbered version); one whose process still runs is another export at
-    work and is left alone.
+    A killed export leaves its ``.tmp-<host>-<pid>-<id>`` folder behind
+    (never a numbered version). Only folders written on this host by a
+    process that no longer runs are removed: another export at work, here
+    or on another machine sharing the directory, is left alone.
     """
     for path in export_dir.glob(f"{TMP_PREFIX}*"):
-        pid = path.name[len(TMP_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit() or _process_alive(int(pid)):
+        parts = path.name[len(TMP_PREFIX) :].split("-")
+        if len(parts) != 3 or parts[0] != _host() or not parts[1].isdigit():
+            continue
+        if _process_alive(int(parts[1])):
             continue
         log.info("removing %s, left by an export that was stopped", path)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _host() -> str:
+    """This machine's name, without the '-' that separates name parts."""
+    return socket.gethostname().replace("-", "_") or "localhost"
 
 
 def _process_alive(pid: int) -> bool:
@@ -433,7 +442,7 @@ def export(
       target_recall: Recall@10 against exact search the tuning aims for.
       max_k: Most results a caller may ask for.
       brute_force_below: Catalogues smaller than this are searched by
-        brute force (default `training.index.BRUTE_FORCE_BELOW`).
+        brute force; None keeps `training.index.BRUTE_FORCE_BELOW`.
 
     Returns:
       The new version's directory.
@@ -446,6 +455,9 @@ def export(
 
     from serving.calibration import fit_isotonic
     from training.index import BRUTE_FORCE_BELOW, build_index
+
+    if brute_force_below is None:
+        brute_force_below = BRUTE_FORCE_BELOW
 
     run = RunDir(run_dir)
     export_dir = pathlib.Path(export_dir)
@@ -467,11 +479,7 @@ def export(
         identifiers=codes.astype(np.int32),
         # room for max_k results; fewer remain only after exclusions
         min_results=min(max_k, len(codes)),
-        brute_force_below=(
-            brute_force_below
-            if brute_force_below is not None
-            else BRUTE_FORCE_BELOW
-        ),
+        brute_force_below=brute_force_below,
     )
     histories = sequences.padded(
         np.arange(encoder.num_users + 1), config.model.history_length
@@ -500,8 +508,10 @@ def export(
 
     export_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(export_dir)
-    # the pid in the name tells a later export whether its writer is alive
-    tmp = export_dir / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+    # host and pid in the name tell a later export whether its writer lives
+    tmp = export_dir / (
+        f"{TMP_PREFIX}{_host()}-{os.getpid()}-{uuid.uuid4().hex}"
+    )
     # TensorFlow logs (through absl) a line per signature about renamed
     # captured inputs: noise for anyone reading the export's log
     quiet = [logging.getLogger(n) for n in ("absl", "tensorflow")]
@@ -653,7 +663,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         metavar="N",
         help="search catalogues of fewer than N items by brute force and "
-        "larger ones with a tuned ScaNN tree (default 20000)",
+        "larger ones with a tuned ScaNN tree (default: "
+        "training.index.BRUTE_FORCE_BELOW, 20000)",
     )
     return parser.parse_args(argv)
 

@@ -196,7 +196,7 @@ def build_index(
       k: The layer's default number of results.
       identifiers: [num_items] ids returned instead of row numbers.
       min_results: A tree index returns at most its reordering count of
-        candidates; it is raised to at least this many.
+        candidates; tuning tries no fewer than this many.
       brute_force_below: Catalogues smaller than this are searched by
         brute force.
       held_out: [num_held_out, dim] further queries the tuning does not
@@ -212,12 +212,8 @@ def build_index(
     settings = default_settings(len(embeddings), exact, brute_force_below)
 
     if settings.kind == "tree_ah":
-        settings = _tune(embeddings, queries, truth, settings, target_recall)
-        settings = dataclasses.replace(
-            settings,
-            num_reordering_candidates=max(
-                settings.num_reordering_candidates, min_results
-            ),
+        settings = _tune(
+            embeddings, queries, truth, settings, target_recall, min_results
         )
 
     if identifiers is None:
@@ -231,7 +227,7 @@ def build_index(
         ]
     grid = list(_grid(settings.num_leaves)) if settings.num_leaves else []
     # each widening step rebuilds the tree, so a few steps at most
-    for _ in range(8):
+    for attempt in range(8):
         layer = ScaNNIndex(settings, k=k)
         layer.index(
             tf.constant(embeddings), identifiers=tf.constant(identifiers)
@@ -244,7 +240,7 @@ def build_index(
         reached = recall >= target_recall and (
             held_out_recall is None or held_out_recall >= target_recall
         )
-        if reached or settings.kind == "brute_force":
+        if reached or settings.kind == "brute_force" or attempt == 7:
             break
         # a rebuilt tree differs a little from the tuned one, and other
         # queries may need a wider search than the tuning ones: widen a step
@@ -257,7 +253,7 @@ def build_index(
             "recall@10 target %.3f not reached (%.4f) with %d of %d leaves "
             "searched",
             target_recall,
-            min(recall, held_out_recall or recall),
+            recall if held_out_recall is None else min(recall, held_out_recall),
             settings.num_leaves_to_search,
             settings.num_leaves,
         )
@@ -273,19 +269,23 @@ def build_index(
     return TunedIndex(layer, settings, recall, ms, qps, held_out_recall)
 
 
-def _tune(embeddings, queries, truth, settings, target):
+def _tune(embeddings, queries, truth, settings, target, min_results=0):
     """The fastest search-time settings whose recall@10 reaches `target`.
 
     One searcher is built; the leaves searched and the candidates reordered
     are search-time arguments, so each trial costs only a search. For each
     number of leaves the fewest reordered candidates that reach the target
     are kept, and of the first few such pairs the one whose batched search
-    is quickest wins: searching more leaves can cost less than reordering
-    more candidates, or the other way round, depending on the catalogue.
+    is quickest (best of three) wins: searching more leaves can cost less
+    than reordering more candidates, or the other way round, depending on
+    the catalogue. Reorder counts below `min_results` are not tried.
     """
     leaves = settings.num_leaves
+    reorders = [r for r in REORDER_GRID if r >= min_results] or [min_results]
     widest = dataclasses.replace(
-        settings, num_leaves_to_search=leaves, num_reordering_candidates=400
+        settings,
+        num_leaves_to_search=leaves,
+        num_reordering_candidates=reorders[-1],
     )
     searcher = scann_builder(embeddings, widest, 10).build()
 
@@ -299,13 +299,13 @@ def _tune(embeddings, queries, truth, settings, target):
 
     found = []
     for leaves_to_search in _grid(leaves):
-        for reorder in REORDER_GRID:
+        for reorder in reorders:
             result = search(leaves_to_search, reorder)
             if recall_at_k(result.indices.numpy(), truth) >= target:
                 found.append((leaves_to_search, reorder))
                 break
         if len(found) == TUNING_CANDIDATES or (
-            found and found[-1][1] == REORDER_GRID[0]
+            found and found[-1][1] == reorders[0]
         ):
             # more leaves with the fewest candidates only cost more
             break
@@ -317,9 +317,12 @@ def _tune(embeddings, queries, truth, settings, target):
 
     def seconds(pair):
         search(*pair)  # warm
-        start = time.perf_counter()
-        search(*pair)
-        return time.perf_counter() - start
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            search(*pair)
+            times.append(time.perf_counter() - start)
+        return min(times)
 
     leaves_to_search, reorder = min(found, key=seconds)
     return dataclasses.replace(

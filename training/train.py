@@ -94,36 +94,63 @@ def prepare(data: LoadedData, config: config_lib.Config) -> Prepared:
     )
 
 
-def prepare_refit(data: LoadedData, prep: Prepared) -> Prepared:
-    """The same split, encoded with vocabularies of the training part.
+def prepare_refit(
+    data: LoadedData, prep: Prepared, kept_back: list[str]
+) -> tuple[Prepared, pa.Table]:
+    """The same split, encoded with vocabularies of what the refit trains on.
 
-    The refit trains on training plus validation, and the test stage of the
-    protocol ranks every item of that training part: items first seen in
-    the validation slice get trained codes (and id embeddings) here, which
-    the early-stopping phase's vocabulary (training split only) does not
-    give them.
+    The refit trains on training plus validation, less the validation part
+    of the calibration users, and the test stage of the protocol ranks
+    every item of that training part: items first seen in the validation
+    slice get trained codes (and id embeddings) here, which the
+    early-stopping phase's vocabulary (training split only) does not give
+    them. An item seen only in the kept-back rows stays cold.
+
+    Args:
+      data: The loaded log and side tables.
+      prep: The early-stopping phase's preparation.
+      kept_back: User ids whose validation part the refit leaves out.
+
+    Returns:
+      (prepared, refit rows): the split re-encoded, with the sampling
+      probabilities of the refit rows; and those rows.
     """
+    import pyarrow.compute as pc
+
     from training.model import sampling_probabilities
 
-    training_part = pa.concat_tables([prep.split.train, prep.split.validation])
-    encoder = Encoder(training_part, data.items, data.users)
+    validation = prep.split.validation
+    if kept_back:
+        validation = validation.filter(
+            pc.invert(
+                pc.is_in(
+                    validation["user_id"],
+                    value_set=pa.array(kept_back, pa.string()),
+                )
+            )
+        )
+    rows = pa.concat_tables([prep.split.train, validation])
+    encoder = Encoder(rows, data.items, data.users)
     sequences, examples = build_sequences(prep.split.train, encoder)
+    training_part = pa.concat_tables([prep.split.train, prep.split.validation])
     full_sequences, full_examples = build_sequences(training_part, encoder)
+    _, refit_examples = build_sequences(rows, encoder)
     log.info(
         "refit vocabulary: %d items seen in training plus validation (%d "
         "in training alone)",
         encoder.num_trained_items,
         prep.encoder.num_trained_items,
     )
-    return Prepared(
+    prepared = Prepared(
         prep.split,
         encoder,
         sequences,
         examples,
         full_sequences,
         full_examples,
-        sampling_probabilities(examples.item, encoder.num_items),
+        sampling_probabilities(refit_examples.item, encoder.num_items),
     )
+    return prepared, rows
 
 
 def build_model(
@@ -232,7 +259,12 @@ def _calibration_users(prep: Prepared, config) -> np.ndarray:
     from training import metrics
 
     heldout = metrics.interactions_matrix(prep.split.validation, prep.encoder)
-    users = np.flatnonzero(np.diff(heldout.matrix.indptr) > 0)
+    seen = metrics.interactions_matrix(prep.split.train, prep.encoder)
+    # users with a training history, so that their query means something
+    users = np.flatnonzero(
+        (np.diff(heldout.matrix.indptr) > 0) & (np.diff(seen.matrix.indptr) > 0)
+    )
+    users = users[users > 0]
     fraction = config.train.calibration_fraction
     count = min(len(users), max(1, round(fraction * len(users))))
     if fraction == 0 or len(users) == 0:
@@ -467,13 +499,15 @@ def train(
     # a share of the users
     calibration_users = None
     if refit:
-        prep = prepare_refit(data, prep)
+        kept_back = prep.encoder.users.decode(_calibration_users(prep, config))
+        prep, refit_rows = prepare_refit(data, prep, kept_back)
         # export reads the refit model with this vocabulary
         prep.encoder.save(paths.encoder)
-        calibration_users = _calibration_users(prep, config)
-        model, item_probability = _refit(
-            prep, config, state["best_epoch"], verbose, calibration_users
+        calibration_users = prep.encoder.user_codes(
+            pa.array(kept_back, pa.string())
         )
+        model = _refit(prep, config, state["best_epoch"], verbose, refit_rows)
+        item_probability = prep.item_probability
         tf.train.Checkpoint(model=model).write(str(paths.final / "weights"))
     sims, labels, owners = _calibration_pairs(
         model, prep, config, calibration_users
@@ -568,42 +602,33 @@ def _refit(
     config,
     epochs: int,
     verbose: int,
-    leave_out: np.ndarray,
+    rows: pa.Table,
 ):
-    """Trains a fresh model on train + validation for `epochs` epochs.
+    """Trains a fresh model on `rows` for `epochs` epochs.
 
     Args:
-      prep: The prepared split.
+      prep: The refit's preparation (see `prepare_refit`).
       config: The run's config.
       epochs: Epochs to train (the early-stopped run's best).
       verbose: Keras progress mode.
-      leave_out: User codes whose validation interactions stay out of
-        training (they calibrate the displayed score).
+      rows: Training plus validation, less the calibration users'
+        validation part.
     """
-    import pyarrow.compute as pc
     import tensorflow as tf
 
-    from training.model import sampling_probabilities
-
     log.info(
-        "refit: %d epochs on training plus validation (the validation part "
-        "of %d users kept back for calibration)",
+        "refit: %d epochs on %d rows of training plus validation (%d "
+        "validation rows kept back for calibration)",
         epochs,
-        len(leave_out),
+        rows.num_rows,
+        prep.split.train.num_rows
+        + prep.split.validation.num_rows
+        - rows.num_rows,
     )
     tf.keras.utils.set_random_seed(config.train.seed)
-    validation = prep.split.validation
-    if len(leave_out):
-        kept_back = pa.array(prep.encoder.users.decode(leave_out), pa.string())
-        validation = validation.filter(
-            pc.invert(pc.is_in(validation["user_id"], value_set=kept_back))
-        )
-    sequences, examples = build_sequences(
-        pa.concat_tables([prep.split.train, validation]), prep.encoder
-    )
-    probability = sampling_probabilities(examples.item, prep.encoder.num_items)
+    sequences, examples = build_sequences(rows, prep.encoder)
     model, dataset = build_model(
-        config, prep.encoder, sequences, examples, probability
+        config, prep.encoder, sequences, examples, prep.item_probability
     )
     history = model.fit(
         dataset,
@@ -617,7 +642,7 @@ def _refit(
             f"loss became {loss} while refitting; lower train.learning_rate"
             " or set train.refit=false"
         )
-    return model, probability
+    return model
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -80,9 +80,11 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run_python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs `python args` from the repository root; fails with its stderr."""
-    proc = subprocess.run(
+def python_process(
+    *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Runs `python args` from the repository root, whatever its exit."""
+    return subprocess.run(
         [sys.executable, *args],
         cwd=REPO_ROOT,
         env=subprocess_env(),
@@ -90,6 +92,11 @@ def run_python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         text=True,
         timeout=timeout,
     )
+
+
+def run_python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs `python args` from the repository root; fails with its stderr."""
+    proc = python_process(*args, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(
             f"python {' '.join(args)} exited with {proc.returncode}:\n"

@@ -13,7 +13,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.conftest import REPO_ROOT, data_flags, run_python, subprocess_env
+from tests.conftest import (
+    REPO_ROOT,
+    data_flags,
+    python_process,
+    run_python,
+    subprocess_env,
+)
 from training.config import load_config
 
 # Small and fast: 300 users x 200 items, one baseline, no refit.
@@ -66,20 +72,13 @@ def test_finished_run_holds_every_output(trained_run):
     assert config.train.epochs == 5
     assert config.eval.baselines == ["popularity"]
     # a second run into the same directory is refused, not mixed in
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.train",
-            "--interactions",
-            "unused.csv",
-            "--output",
-            str(trained_run),
-        ],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
+    proc = python_process(
+        "-m",
+        "training.train",
+        "--interactions",
+        "unused.csv",
+        "--output",
+        str(trained_run),
         timeout=60,
     )
     assert proc.returncode == 2
@@ -214,19 +213,12 @@ def test_killed_run_resumes_to_a_complete_report(tiny_log, tmp_path):
     with (run / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"epoch": 2, "loss": 0.0}) + "\n")
 
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.train",
-            "--resume",
-            "--output",
-            str(run),
-        ],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
+    resumed = python_process(
+        "-m",
+        "training.train",
+        "--resume",
+        "--output",
+        str(run),
         timeout=300,
     )
 
@@ -243,19 +235,12 @@ def test_killed_run_resumes_to_a_complete_report(tiny_log, tmp_path):
 
 
 def test_resume_without_a_run_is_a_usage_error(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.train",
-            "--resume",
-            "--output",
-            str(tmp_path / "none"),
-        ],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
+    proc = python_process(
+        "-m",
+        "training.train",
+        "--resume",
+        "--output",
+        str(tmp_path / "none"),
         timeout=60,
     )
 
@@ -266,24 +251,17 @@ def test_resume_without_a_run_is_a_usage_error(tmp_path):
 
 def test_nan_loss_stops_with_a_clear_message(tiny_log, tmp_path):
     # a learning rate of 1e30 overflows the weights within the first epoch
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.train",
-            *data_flags(tiny_log),
-            *QUICK,
-            "--epochs",
-            "2",
-            "--set",
-            "train.learning_rate=1e30",
-            "--output",
-            str(tmp_path / "run"),
-        ],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
+    proc = python_process(
+        "-m",
+        "training.train",
+        *data_flags(tiny_log),
+        *QUICK,
+        "--epochs",
+        "2",
+        "--set",
+        "train.learning_rate=1e30",
+        "--output",
+        str(tmp_path / "run"),
         timeout=300,
     )
 
@@ -303,20 +281,13 @@ def test_nan_loss_stops_with_a_clear_message(tiny_log, tmp_path):
     ],
 )
 def test_bad_settings_fail_before_training(tiny_log, tmp_path, flags, named):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training.train",
-            *data_flags(tiny_log),
-            *flags,
-            "--output",
-            str(tmp_path / "run"),
-        ],
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
+    proc = python_process(
+        "-m",
+        "training.train",
+        *data_flags(tiny_log),
+        *flags,
+        "--output",
+        str(tmp_path / "run"),
         timeout=120,
     )
 

@@ -204,6 +204,7 @@ SERVING_KEYS = (
     "raw_search_p99_ms",
     "signature_p50_ms",
     "signature_p99_ms",
+    "empty_function_p50_ms",
     "signature_p50_ratio",
     "inprocess_p50_ratio",
     "inprocess_p99_ratio",

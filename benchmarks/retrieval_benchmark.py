@@ -109,10 +109,10 @@ def exact_neighbours(
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean share of each query's exact top-k found."""
-    found = np.asarray(found)[:, : truth.shape[1]]
-    hits = (found[:, :, None] == truth[:, None, :]).any(axis=2).sum()
-    return float(hits / truth.size)
+    """Mean share of each query's exact top-k among its first k found."""
+    from training.index import recall_at_k
+
+    return recall_at_k(np.asarray(found)[:, : truth.shape[1]], truth)
 
 
 # ---------------------------------------------------------------------------

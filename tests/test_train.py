@@ -309,7 +309,8 @@ def test_calibration_pairs_come_from_the_exported_model(trained_run):
     kept_back = first.encoder.users.decode(
         train_lib._calibration_users(first, config)
     )
-    prep, refit_rows = train_lib.prepare_refit(loaded, first, kept_back)
+    refit = train_lib.prepare_refit(loaded, first, kept_back)
+    prep, refit_rows = refit.prepared, refit.rows
     stored = np.load(trained_run / "calibration.npz")
     results = json.loads((trained_run / "results.json").read_text())
     users = prep.encoder.user_codes(pa.array(kept_back, pa.string()))

@@ -132,9 +132,18 @@ def exact_top_k(queries: np.ndarray, embeddings: np.ndarray, k: int):
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean share of the exact top-k found by the approximate search."""
-    hits = [len(set(f) & set(t)) for f, t in zip(found, truth, strict=False)]
-    return float(np.sum(hits) / truth.size) if truth.size else 1.0
+    """Mean share of the exact top-k found by the approximate search.
+
+    Args:
+      found: [num_queries, n] ids the search returned.
+      truth: [num_queries, k] exact top-k ids (distinct per row).
+    """
+    found, truth = np.asarray(found), np.asarray(truth)
+    if not truth.size:
+        return 1.0
+    # each exact neighbour counts once, wherever it appears in `found`
+    hits = (truth[:, :, None] == found[:, None, :]).any(axis=2).sum()
+    return float(hits / truth.size)
 
 
 @dataclasses.dataclass

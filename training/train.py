@@ -94,9 +94,28 @@ def prepare(data: LoadedData, config: config_lib.Config) -> Prepared:
     )
 
 
+@dataclasses.dataclass
+class RefitData:
+    """What the refit trains on, and the split encoded to match.
+
+    Attributes:
+      prepared: The split re-encoded with the refit's vocabulary; its
+        item_probability comes from the refit rows.
+      rows: Training plus validation, less the calibration users'
+        validation part.
+      sequences: `rows` as per-user sequences (the refit's training data).
+      examples: The training examples of `sequences`.
+    """
+
+    prepared: Prepared
+    rows: pa.Table
+    sequences: Sequences
+    examples: object
+
+
 def prepare_refit(
     data: LoadedData, prep: Prepared, kept_back: list[str]
-) -> tuple[Prepared, pa.Table]:
+) -> RefitData:
     """The same split, encoded with vocabularies of what the refit trains on.
 
     The refit trains on training plus validation, less the validation part
@@ -112,8 +131,7 @@ def prepare_refit(
       kept_back: User ids whose validation part the refit leaves out.
 
     Returns:
-      (prepared, refit rows): the split re-encoded, with the sampling
-      probabilities of the refit rows; and those rows.
+      The refit rows and sequences, and the split encoded to match.
     """
     import pyarrow.compute as pc
 
@@ -134,7 +152,7 @@ def prepare_refit(
     sequences, examples = build_sequences(prep.split.train, encoder)
     training_part = pa.concat_tables([prep.split.train, prep.split.validation])
     full_sequences, full_examples = build_sequences(training_part, encoder)
-    _, refit_examples = build_sequences(rows, encoder)
+    refit_sequences, refit_examples = build_sequences(rows, encoder)
     log.info(
         "refit vocabulary: %d items seen in training plus validation (%d "
         "in training alone)",
@@ -150,7 +168,7 @@ def prepare_refit(
         full_examples,
         sampling_probabilities(refit_examples.item, encoder.num_items),
     )
-    return prepared, rows
+    return RefitData(prepared, rows, refit_sequences, refit_examples)
 
 
 def build_model(
@@ -266,9 +284,9 @@ def _calibration_users(prep: Prepared, config) -> np.ndarray:
     )
     users = users[users > 0]
     fraction = config.train.calibration_fraction
-    count = min(len(users), max(1, round(fraction * len(users))))
     if fraction == 0 or len(users) == 0:
         return np.zeros(0, np.int64)
+    count = min(len(users), max(1, round(fraction * len(users))))
     rng = np.random.default_rng(config.train.seed)
     return np.sort(rng.choice(users, count, replace=False))
 
@@ -487,7 +505,6 @@ def train(
     best_checkpoint.read(str(paths.best / "weights")).expect_partial()
     log.info("restored the best epoch (%d)", state["best_epoch"])
 
-    item_probability = prep.item_probability
     refit = (
         config.train.refit
         and prep.split.validation.num_rows > 0
@@ -500,14 +517,14 @@ def train(
     calibration_users = None
     if refit:
         kept_back = prep.encoder.users.decode(_calibration_users(prep, config))
-        prep, refit_rows = prepare_refit(data, prep, kept_back)
+        refit_data = prepare_refit(data, prep, kept_back)
+        prep = refit_data.prepared
         # export reads the refit model with this vocabulary
         prep.encoder.save(paths.encoder)
         calibration_users = prep.encoder.user_codes(
             pa.array(kept_back, pa.string())
         )
-        model = _refit(prep, config, state["best_epoch"], verbose, refit_rows)
-        item_probability = prep.item_probability
+        model = _refit(refit_data, config, state["best_epoch"], verbose)
         tf.train.Checkpoint(model=model).write(str(paths.final / "weights"))
     sims, labels, owners = _calibration_pairs(
         model, prep, config, calibration_users
@@ -542,7 +559,7 @@ def train(
         paths.histories,
         items=prep.full_sequences.items,
         offsets=prep.full_sequences.offsets,
-        item_probability=item_probability,
+        item_probability=prep.item_probability,
     )
 
     notes = [
@@ -597,38 +614,34 @@ def train(
     return summary
 
 
-def _refit(
-    prep: Prepared,
-    config,
-    epochs: int,
-    verbose: int,
-    rows: pa.Table,
-):
-    """Trains a fresh model on `rows` for `epochs` epochs.
+def _refit(refit: RefitData, config, epochs: int, verbose: int):
+    """Trains a fresh model on the refit rows for `epochs` epochs.
 
     Args:
-      prep: The refit's preparation (see `prepare_refit`).
+      refit: What `prepare_refit` made.
       config: The run's config.
       epochs: Epochs to train (the early-stopped run's best).
       verbose: Keras progress mode.
-      rows: Training plus validation, less the calibration users'
-        validation part.
     """
     import tensorflow as tf
 
+    prep = refit.prepared
     log.info(
         "refit: %d epochs on %d rows of training plus validation (%d "
         "validation rows kept back for calibration)",
         epochs,
-        rows.num_rows,
+        refit.rows.num_rows,
         prep.split.train.num_rows
         + prep.split.validation.num_rows
-        - rows.num_rows,
+        - refit.rows.num_rows,
     )
     tf.keras.utils.set_random_seed(config.train.seed)
-    sequences, examples = build_sequences(rows, prep.encoder)
     model, dataset = build_model(
-        config, prep.encoder, sequences, examples, prep.item_probability
+        config,
+        prep.encoder,
+        refit.sequences,
+        refit.examples,
+        prep.item_probability,
     )
     history = model.fit(
         dataset,
